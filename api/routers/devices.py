@@ -1,0 +1,28 @@
+"""Devices: registry data and live state."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, status
+
+from api.deps import ContextDep, CurrentUser
+from api.schemas import DevicePublic
+
+router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
+
+
+@router.get("/{device_id}")
+async def get_device(device_id: str, context: ContextDep, _user: CurrentUser) -> DevicePublic:
+    """Registry data plus `online`, `last_seen` and the latest reading."""
+    device = context.registry.device(device_id)
+    if device is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
+    state = context.presence.get(device_id)
+    live = {}
+    if state is not None:
+        live = {
+            "online": state.online,
+            "last_seen": state.last_seen,
+            "reading_at": state.reading_at,
+            "reading": state.reading,
+        }
+    return DevicePublic(**device.model_dump(), **live)

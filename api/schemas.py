@@ -1,0 +1,40 @@
+"""Shapes of API responses (separate from the database and domain models)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from core.registry.models import Device
+
+
+class DevicePublic(Device):
+    """A device as the API shows it: registry data plus live state."""
+
+    online: bool | None = Field(default=None, description="None: never heard from")
+    last_seen: datetime | None = None
+    reading_at: datetime | None = None
+    reading: dict[str, float | bool] = Field(default_factory=dict, description="latest values")
+
+
+class DeadLetterPublic(BaseModel):
+    """A rejected message."""
+
+    id: int
+    received_at: datetime
+    topic: str
+    reason: str
+    detail: str
+    institution: str | None
+    device: str | None
+    size: int = Field(description="payload size in bytes as received")
+    payload: str = Field(description="payload as text (invalid UTF-8 replaced), cut at 16 KiB")
+
+
+class DeadLetterPage(BaseModel):
+    """A page of dead letters, newest first."""
+
+    items: list[DeadLetterPublic]
+    next_before_id: int | None = Field(description="pass as before_id for the next page")
+    counts: dict[str, int] = Field(description="dead letters per reason, all time")

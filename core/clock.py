@@ -1,0 +1,57 @@
+"""Time, injectable so that rules and windows can be tested without sleeping."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Where the current time comes from."""
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back."""
+        ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back."""
+        return time.monotonic()
+
+
+class FakeClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+        self._mono = 1000.0
+
+    def now(self) -> datetime:
+        """The current fake time."""
+        return self._now
+
+    def monotonic(self) -> float:
+        """Fake monotonic seconds."""
+        return self._mono
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        self._now += timedelta(seconds=seconds)
+        self._mono += seconds
+
+
+def to_epoch_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch, the precision of every stored point."""
+    return int(moment.timestamp() * 1000)

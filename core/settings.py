@@ -1,0 +1,182 @@
+"""Settings: exactly the variables of contract section 4, from the environment or a TOML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from core.errors import ConfigError
+
+
+class MqttEndpoint(BaseModel):
+    """A broker address parsed from `mqtt://user:pass@host:port` or `mqtts://…`."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None = None
+    password: SecretStr | None = None
+
+
+def parse_mqtt_url(url: str) -> MqttEndpoint:
+    """Split an MQTT URL into its parts; raise ValueError when it is not one."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError(f"scheme must be mqtt:// or mqtts://, got {parts.scheme or 'none'!r}")
+    if not parts.hostname:
+        raise ValueError("the URL names no host")
+    tls = parts.scheme == "mqtts"
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError as exc:
+        raise ValueError(f"bad port: {exc}") from None
+    password = SecretStr(unquote(parts.password)) if parts.password is not None else None
+    username = unquote(parts.username) if parts.username else None
+    return MqttEndpoint(
+        host=parts.hostname, port=port, tls=tls, username=username, password=password
+    )
+
+
+class Settings(BaseSettings):
+    """Configuration of one hazardwatch process (contract section 4)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HAZARDWATCH_", extra="forbid", validate_default=True, frozen=True
+    )
+
+    mqtt_url: str | None = Field(
+        default=None, description="mqtt://user:pass@host:port or mqtts://…; unset: embedded broker"
+    )
+    influx_url: str | None = Field(
+        default=None, description="InfluxDB base URL; unset: embedded time-series store"
+    )
+    influx_api: Literal["v1", "v2"] = Field(
+        default="v2", description="v1: 1.x /write and /query; v2: 2.x/3.x /api/v2/write"
+    )
+    influx_db: str = Field(
+        default="hazardwatch", min_length=1, description="database (v1) or bucket (v2)"
+    )
+    influx_org: str | None = Field(default=None, description="v2 organisation")
+    influx_token: SecretStr | None = Field(
+        default=None, description="v2 token; v1 takes user:password"
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; unset: SQLite file in the data dir"
+    )
+    data_dir: Path = Field(
+        default=Path("./data"), description="local state: SQLite, spool, dead letters"
+    )
+    auto_register: bool = Field(
+        default=True, description="add unknown devices on their first valid message"
+    )
+    api_host: str = Field(default="127.0.0.1", min_length=1, description="HTTP API address")
+    api_port: int = Field(default=8080, ge=1, le=65535, description="HTTP API port")
+    admin_token: SecretStr | None = Field(
+        default=None, description="bootstrap admin bearer token; unset: generated at first start"
+    )
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_mqtt_url(value)
+        return value
+
+    @field_validator("influx_url")
+    @classmethod
+    def _check_influx_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be an http:// or https:// URL with a host")
+            return value.rstrip("/")
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _check_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # A guessable bootstrap token would open every endpoint under /api.
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _check_influx_credentials(self) -> Settings:
+        if self.influx_url and self.influx_api == "v2" and self.influx_token is None:
+            raise ValueError("HAZARDWATCH_INFLUX_TOKEN is required with HAZARDWATCH_INFLUX_API=v2")
+        token = self.influx_token
+        if self.influx_api == "v1" and token is not None and ":" not in token.get_secret_value():
+            raise ValueError("with HAZARDWATCH_INFLUX_API=v1 the token is user:password")
+        return self
+
+    @property
+    def mqtt(self) -> MqttEndpoint | None:
+        """The configured broker, or None for the embedded one."""
+        return parse_mqtt_url(self.mqtt_url) if self.mqtt_url else None
+
+    @property
+    def sql_url(self) -> str:
+        """The SQLAlchemy URL, defaulting to a SQLite file in the data dir."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'hazardwatch.sqlite'}"
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings as a dict fit for logs: secrets and URL passwords hidden."""
+        shown = self.model_dump(mode="json")
+        for key in ("mqtt_url", "database_url", "influx_url"):
+            if shown.get(key):
+                shown[key] = _hide_password(shown[key])
+        return shown
+
+
+def _hide_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Read settings from the environment and an optional TOML file; the environment wins."""
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"configuration file not found: {config_file}")
+
+    class _Settings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if config_file is not None:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+            return tuple(sources)
+
+    try:
+        loaded = _Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+    except ValueError as exc:  # a TOML syntax error
+        raise ConfigError(f"cannot read {config_file}: {exc}") from None
+    return Settings.model_validate(loaded.model_dump())
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for error in exc.errors():
+        name = ".".join(str(p) for p in error["loc"]) or "settings"
+        variable = f"HAZARDWATCH_{name.upper()}" if error["loc"] else name
+        lines.append(f"  {variable}: {error['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,7 @@
+"""`python -m hazardwatch`."""
+
+import sys
+
+from hazardwatch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,136 @@
+"""The `hazardwatch` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from core.errors import HazardwatchError
+from core.logs import setup_logging
+from core.settings import Settings, load_settings
+
+log = logging.getLogger("hazardwatch")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the whole service in this process."""
+    from hazardwatch.service import Service, run
+
+    settings = _settings(args)
+    log.info("starting with %s", settings.redacted())
+    asyncio.run(run(Service(settings)))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the service with embedded defaults plus a simulated fleet."""
+    from hazardwatch.demo import run_demo
+
+    return asyncio.run(run_demo(_settings(args), args))
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Publish simulated detector traffic to a broker."""
+    from simulators.cli import run as run_simulator
+
+    return asyncio.run(run_simulator(args))
+
+
+def cmd_registry_import(args: argparse.Namespace) -> int:
+    """Load institutions and devices from a CSV or YAML file."""
+    from core.db import make_engine, session_factory, upgrade
+    from core.registry.importer import load_registry_file, summary
+    from core.registry.repository import RegistryRepository
+
+    settings = _settings(args)
+    registry = load_registry_file(args.file)
+    upgrade(settings.sql_url)
+    repository = RegistryRepository(session_factory(make_engine(settings.sql_url)))
+    repository.upsert_institutions(registry.institutions)
+    repository.upsert_devices(registry.devices)
+    print(f"imported {summary(registry)} from {args.file}")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    """Apply database migrations."""
+    from core.db import upgrade
+
+    upgrade(_settings(args).sql_url)
+    print("database is up to date")
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    """Print the newest dead letters."""
+    from ingest.deadletters import DeadLetterStore
+
+    store = DeadLetterStore(_settings(args).data_dir / "deadletters.sqlite")
+    for key, letter in store.list(reason=args.reason, limit=args.limit):
+        payload = letter.payload[:80].decode("utf-8", "replace")
+        print(f"{key}\t{letter.reason}\t{letter.topic}\t{letter.detail}\t{payload!r}")
+    print(f"per reason: {store.counts()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every verb with its options."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="TOML settings file (environment wins)")
+    common.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, …")
+    parser = argparse.ArgumentParser(prog="hazardwatch", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    def verb(
+        name: str, func: Callable[[argparse.Namespace], int], help_: str
+    ) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, parents=[common], help=help_, description=help_)
+        sub.set_defaults(func=func)
+        return sub
+
+    verb("run", cmd_run, "run the whole service")
+    demo = verb("demo", cmd_demo, "run the service with embedded defaults and a simulated fleet")
+    from simulators.cli import add_arguments
+
+    add_arguments(demo, for_demo=True)
+    add_arguments(verb("simulate", cmd_simulate, "simulate detectors against a broker"))
+    registry = verbs.add_parser("registry", help="institutions and devices")
+    registry_verbs = registry.add_subparsers(dest="registry_verb", required=True)
+    imp = registry_verbs.add_parser("import", parents=[common], help="import a CSV or YAML file")
+    imp.add_argument("file", type=Path)
+    imp.set_defaults(func=cmd_registry_import)
+    db = verbs.add_parser("db", help="the SQL database")
+    db_verbs = db.add_subparsers(dest="db_verb", required=True)
+    db_verbs.add_parser("upgrade", parents=[common], help="apply migrations").set_defaults(
+        func=cmd_db_upgrade
+    )
+    dead = verb("dead-letters", cmd_dead_letters, "list rejected messages")
+    dead.add_argument("--reason")
+    dead.add_argument("--limit", type=int, default=20)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `hazardwatch` program."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level.upper())
+    try:
+        code: int = args.func(args)
+    except HazardwatchError as exc:
+        print(f"hazardwatch: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

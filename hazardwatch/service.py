@@ -1,0 +1,151 @@
+"""The composition root: builds every stage from the settings and runs them in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import uvicorn
+
+from api.app import create_app
+from api.deps import ApiContext
+from core.db import make_engine, session_factory, upgrade
+from core.ports import TimeSeriesSink
+from core.registry.directory import DeviceDirectory
+from core.registry.repository import RegistryRepository
+from core.settings import Settings
+from ingest.embedded_broker import EmbeddedBroker
+from ingest.sinks.embedded import EmbeddedSink
+from ingest.sinks.influx_v1 import InfluxV1Sink
+from ingest.sinks.influx_v2 import InfluxV2Sink
+from ingest.stage import CLIENT_ID, IngestStage
+
+log = logging.getLogger(__name__)
+EMBEDDED_BROKER_PORT = 1883
+
+
+def build_sink(settings: Settings) -> TimeSeriesSink:
+    """InfluxDB v1 or v2 as configured, or the embedded store."""
+    token = settings.influx_token.get_secret_value() if settings.influx_token else None
+    if settings.influx_url is None:
+        return EmbeddedSink(settings.data_dir / "timeseries.sqlite")
+    if settings.influx_api == "v1":
+        return InfluxV1Sink(settings.influx_url, settings.influx_db, token)
+    assert token is not None  # enforced by Settings
+    return InfluxV2Sink(settings.influx_url, settings.influx_db, settings.influx_org, token)
+
+
+def admin_token(settings: Settings) -> str:
+    """The configured token, or one generated at first start and kept in the data dir."""
+    if settings.admin_token is not None:
+        return settings.admin_token.get_secret_value()
+    path = settings.data_dir / "admin_token"
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    # Printed once, to the terminal only: logs must never carry secrets.
+    print(f"generated admin token (kept in {path}): {token}", flush=True)
+    return token
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the service owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class Service:
+    """Every part of a running hazardwatch; `start` and `stop` order them."""
+
+    settings: Settings
+    client_id: str = CLIENT_ID
+    embedded_broker_port: int = EMBEDDED_BROKER_PORT
+    broker: EmbeddedBroker | None = None
+    ingest: IngestStage = field(init=False)
+    repository: RegistryRepository = field(init=False)
+
+    def start(self) -> None:
+        """Migrate the database, start the broker if embedded, then ingestion."""
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        upgrade(settings.sql_url)
+        engine = make_engine(settings.sql_url)
+        self.repository = RegistryRepository(session_factory(engine))
+        directory = DeviceDirectory(self.repository, auto_register=settings.auto_register)
+        log.info("registry: %d devices", directory.load())
+        directory.start()
+        endpoint = settings.mqtt
+        if endpoint is None:
+            self.broker = EmbeddedBroker(port=self.embedded_broker_port)
+            self.broker.start()
+            endpoint = self.broker.endpoint
+        self.ingest = IngestStage(
+            data_dir=settings.data_dir,
+            sink=build_sink(settings),
+            directory=directory,
+            endpoint=endpoint,
+            mqtt5=self.broker is None,  # amqtt speaks MQTT 3.1.1 only
+            client_id=self.client_id,
+        )
+        self.ingest.start()
+
+    def stop(self) -> None:
+        """Stop in reverse order; what was received is durable when this returns."""
+        self.ingest.stop()
+        self.ingest.directory.stop()
+        if self.broker is not None:
+            self.broker.stop()
+
+    def api_context(self) -> ApiContext:
+        """What the HTTP API gets."""
+        return ApiContext(
+            admin_token=admin_token(self.settings),
+            registry=self.repository,
+            dead_letters=self.ingest.dead_letters,
+            presence=self.ingest.presence,
+            metrics=self.ingest.metrics.registry,
+            readiness={
+                "broker": self.ingest.source.connected.is_set,
+                "store": self.ingest.sink.ping,
+                "database": self.repository.ping,
+            },
+        )
+
+
+async def run(service: Service, stop: asyncio.Event | None = None) -> None:
+    """Run the service and its HTTP API until SIGINT/SIGTERM (or `stop` is set)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    await asyncio.to_thread(service.start)
+    settings = service.settings
+    config = uvicorn.Config(
+        create_app(service.api_context()),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        lifespan="off",
+    )
+    server = _Server(config)
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(server.serve(), name="http-api")
+            log.info("HTTP API on http://%s:%d", settings.api_host, settings.api_port)
+            await stop.wait()
+            server.should_exit = True
+    finally:
+        log.info("shutting down")
+        await asyncio.to_thread(service.stop)

@@ -1,0 +1,166 @@
+"""Moves spooled records to the time-series store and the dead-letter store, in order."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+
+from core.errors import StoreError
+from core.points import Point
+from core.ports import TimeSeriesSink
+from ingest.deadletters import DeadLetterStore
+from ingest.dedupe import digest
+from ingest.metrics import IngestMetrics
+from ingest.parser import Reason
+from ingest.records import DeadLetter, decode
+from ingest.spool import Spool
+
+log = logging.getLogger(__name__)
+
+BATCH_RECORDS = 5000
+LINGER_S = 0.1
+BACKOFF_MIN_S = 0.25
+BACKOFF_MAX_S = 30.0
+
+
+class Forwarder:
+    """A thread that writes batches (by size and time) and retries with back-off.
+
+    The checkpoint advances only after a batch is stored, so a crash or an outage replays
+    from the last stored record; the store keeps a point written twice once.
+    """
+
+    def __init__(
+        self,
+        spool: Spool,
+        sink: TimeSeriesSink,
+        dead_letters: DeadLetterStore,
+        metrics: IngestMetrics,
+        *,
+        batch_records: int = BATCH_RECORDS,
+        linger_s: float = LINGER_S,
+    ) -> None:
+        self._spool = spool
+        self._sink = sink
+        self._dead_letters = dead_letters
+        self._metrics = metrics
+        self._batch_records = batch_records
+        self._linger_s = linger_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.store_healthy = True
+        self._lag_checked = 0.0
+
+    def start(self) -> None:
+        """Start forwarding."""
+        self._thread = threading.Thread(target=self._loop, name="spool-forward", daemon=True)
+        self._thread.start()
+
+    def stop(self, drain_timeout: float = 10.0) -> None:
+        """Forward what is spooled (while the store takes it, up to a timeout), then stop."""
+        deadline = time.monotonic() + drain_timeout
+        while (
+            self.store_healthy
+            and self._spool.checkpoint_lsn < self._spool.committed_lsn
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.02)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=BACKOFF_MAX_S + 5)
+            self._thread = None
+
+    def _loop(self) -> None:
+        reader = self._spool.reader(self._spool.checkpoint_lsn)
+        try:
+            while not self._stop.is_set():
+                if not self._spool.wait_beyond(reader.last_lsn, timeout=0.5):
+                    self._update_lag()
+                    continue
+                if self._spool.committed_lsn - reader.last_lsn < self._batch_records:
+                    self._stop.wait(self._linger_s)  # let a fuller batch gather
+                batch = reader.next_batch(self._batch_records)
+                if batch and not self._forward(batch):
+                    return
+                self._update_lag()
+        finally:
+            reader.close()
+
+    def _forward(self, batch: list[tuple[int, bytes]]) -> bool:
+        """Store one batch; False when stopping before it could be stored."""
+        points: list[Point] = []
+        letters: list[tuple[int, DeadLetter]] = []
+        for lsn, body in batch:
+            record = decode(body)
+            points.extend(record.points)
+            if record.dead_letter is not None:
+                letters.append((lsn, record.dead_letter))
+        if not self._write_with_retry(points, letters):
+            return False
+        if letters:
+            self._dead_letters.add_many(letters)
+        self._spool.set_checkpoint(batch[-1][0])
+        self._metrics.stored.inc(len(points))
+        return True
+
+    def _write_with_retry(self, points: list[Point], letters: list[tuple[int, DeadLetter]]) -> bool:
+        backoff = BACKOFF_MIN_S
+        while True:
+            try:
+                self._sink.write(points)
+                self.store_healthy = True
+                return True
+            except StoreError as exc:
+                self._metrics.store_errors.inc()
+                if not exc.retryable:
+                    self._write_one_by_one(points, letters)
+                    return True
+                self.store_healthy = False
+                log.warning("store %s: %s; retrying in %.1f s", self._sink.name, exc, backoff)
+            # Full jitter (AWS Architecture Blog, "Exponential Backoff and Jitter", 2015).
+            if self._stop.wait(random.uniform(backoff / 2, backoff)):
+                return False
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def _write_one_by_one(
+        self, points: Sequence[Point], letters: list[tuple[int, DeadLetter]]
+    ) -> None:
+        """Find the points the store refuses and keep them as dead letters."""
+        for point in points:
+            try:
+                self._sink.write([point])
+            except StoreError as exc:
+                log.error("store refused a %s point of %s: %s", point.measurement, point.tags, exc)
+                letter = DeadLetter(
+                    received_ms=point.time_ms,
+                    topic=f"store:{point.measurement}",
+                    reason=Reason.STORE_REJECTED,
+                    detail=str(exc)[:300],
+                    payload=repr(point.to_wire()).encode()[:16384],
+                    size=0,
+                    institution=point.tags.get("institution"),
+                    device=point.tags.get("device"),
+                )
+                # A negative key keeps these apart from spool LSNs and is stable across replays.
+                letters.append((-(digest(letter.payload) >> 2), letter))
+                self._metrics.dead_lettered.labels(Reason.STORE_REJECTED).inc()
+
+    def _update_lag(self) -> None:
+        lag = self._spool.committed_lsn - self._spool.checkpoint_lsn
+        self._metrics.store_lag_records.set(lag)
+        now = time.monotonic()
+        if lag == 0:
+            self._metrics.store_lag_seconds.set(0)
+        elif now - self._lag_checked >= 1.0:
+            self._lag_checked = now
+            reader = self._spool.reader(self._spool.checkpoint_lsn)
+            try:
+                first = reader.next_batch(1)
+            finally:
+                reader.close()
+            if first:
+                received_ms = decode(first[0][1]).received_ms
+                self._metrics.store_lag_seconds.set(max(0.0, time.time() - received_ms / 1000))

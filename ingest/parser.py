@@ -1,0 +1,171 @@
+"""The one place where topic + bytes become typed messages or a reasoned rejection."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from core.models import (
+    ID_RE,
+    MAX_FUTURE_SKEW_S,
+    MAX_PAYLOAD_BYTES,
+    Channel,
+    Event,
+    Status,
+    Telemetry,
+)
+from ingest.messages import Accepted, RawMessage, Rejected, Verdict
+
+DEFAULT_PREFIX = "hazardwatch/v1"
+
+
+class Reason:
+    """Dead-letter reason codes, stable: operators filter and count by them."""
+
+    OVERSIZED = "oversized_payload"
+    BAD_ENCODING = "bad_encoding"
+    BAD_JSON = "bad_json"
+    NOT_AN_OBJECT = "not_an_object"
+    UNKNOWN_TOPIC = "unknown_topic"
+    INVALID_ID = "invalid_id"
+    INVALID_FIELD = "invalid_field"
+    BAD_TIMESTAMP = "bad_timestamp"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    BAD_STATUS = "bad_status"
+    UNKNOWN_DEVICE = "unknown_device"
+    INSTITUTION_MISMATCH = "institution_mismatch"
+    STORE_REJECTED = "store_rejected"
+
+
+class _Bad(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class Parser:
+    """Turns a `RawMessage` into an `Accepted` or a `Rejected`; never raises."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        self._prefix_parts = prefix.strip("/").split("/")
+        self._n = len(self._prefix_parts)
+
+    @property
+    def subscriptions(self) -> list[str]:
+        """Topic filters that cover every device topic."""
+        base = "/".join(self._prefix_parts)
+        return [f"{base}/+/+/{channel.value}" for channel in Channel]
+
+    def parse(self, raw: RawMessage) -> Verdict:
+        """Validate one message against contract section 1."""
+        ids: tuple[str, str] | None = None
+        try:
+            institution, device, channel = self._split_topic(raw.topic)
+            ids = (institution, device)
+            message = self._decode(raw, institution, device, channel)
+        except _Bad as bad:
+            institution_id, device_id = ids if ids else (None, None)
+            return Rejected(bad.reason, bad.detail, raw, institution_id, device_id)
+        return Accepted(message, raw)
+
+    def _split_topic(self, topic: str) -> tuple[str, str, Channel]:
+        parts = topic.split("/")
+        if len(parts) != self._n + 3 or parts[: self._n] != self._prefix_parts:
+            raise _Bad(Reason.UNKNOWN_TOPIC, f"not {'/'.join(self._prefix_parts)}/+/+/<channel>")
+        institution, device, channel = parts[self._n :]
+        try:
+            kind = Channel(channel)
+        except ValueError:
+            raise _Bad(Reason.UNKNOWN_TOPIC, f"unknown channel {channel[:32]!r}") from None
+        for name, value in (("institution", institution), ("device", device)):
+            if not ID_RE.match(value):
+                raise _Bad(Reason.INVALID_ID, f"{name} id {value[:70]!r} is not a valid id")
+        return institution, device, kind
+
+    def _decode(
+        self, raw: RawMessage, institution: str, device: str, channel: Channel
+    ) -> Telemetry | Event | Status:
+        if len(raw.payload) > MAX_PAYLOAD_BYTES:
+            raise _Bad(Reason.OVERSIZED, f"{len(raw.payload)} bytes > {MAX_PAYLOAD_BYTES}")
+        try:
+            text = raw.payload.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _Bad(
+                Reason.BAD_ENCODING, f"not UTF-8: {exc.reason} at byte {exc.start}"
+            ) from None
+        if channel is Channel.STATUS:
+            return self._status(raw, text, institution, device)
+        body = _load_object(text)
+        ts, from_device = _timestamp(body.pop("ts", None), raw.received_at)
+        body.update(institution=institution, device=device, ts=ts, ts_from_device=from_device)
+        model = Telemetry if channel is Channel.TELEMETRY else Event
+        try:
+            return model.model_validate(body)
+        except ValidationError as exc:
+            raise _Bad(Reason.INVALID_FIELD, _first_error(exc)) from None
+
+    def _status(self, raw: RawMessage, text: str, institution: str, device: str) -> Status:
+        common = {"institution": institution, "device": device, "retained": raw.retained}
+        plain = text.strip()
+        if plain in ("online", "offline"):
+            return Status(ts=raw.received_at, online=plain == "online", **common)
+        body = _load_object(text)
+        state = body.get("state")
+        if state not in ("online", "offline"):
+            raise _Bad(Reason.BAD_STATUS, "state must be 'online' or 'offline'")
+        ts, from_device = _timestamp(body.get("ts"), raw.received_at)
+        try:
+            return Status(
+                ts=ts,
+                ts_from_device=from_device,
+                online=state == "online",
+                heartbeat_s=body.get("heartbeat_s"),
+                **common,
+            )
+        except ValidationError as exc:
+            raise _Bad(Reason.INVALID_FIELD, _first_error(exc)) from None
+
+
+def _load_object(text: str) -> dict[str, Any]:
+    try:
+        body = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise _Bad(Reason.BAD_JSON, f"not JSON: {exc}"[:200]) from None
+    if not isinstance(body, dict):
+        raise _Bad(Reason.NOT_AN_OBJECT, f"payload is a JSON {type(body).__name__}, not an object")
+    return body
+
+
+def _refuse_constant(name: str) -> Any:
+    # json.loads accepts NaN and Infinity, which are not JSON (RFC 8259 section 6).
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _timestamp(value: object, received_at: datetime) -> tuple[datetime, bool]:
+    """The device time (RFC 3339 or epoch ms), or the receive time when absent."""
+    if value is None:
+        return received_at, False
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise _Bad(Reason.BAD_TIMESTAMP, "ts must be an RFC 3339 string or integer epoch ms")
+    try:
+        if isinstance(value, int):
+            ts = datetime.fromtimestamp(value / 1000, UTC)
+        else:
+            ts = datetime.fromisoformat(value)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise _Bad(Reason.BAD_TIMESTAMP, f"unreadable ts: {exc}"[:200]) from None
+    if ts.tzinfo is None:
+        raise _Bad(Reason.BAD_TIMESTAMP, "ts has no UTC offset (RFC 3339 requires one)")
+    if ts - received_at > timedelta(seconds=MAX_FUTURE_SKEW_S):
+        raise _Bad(Reason.FUTURE_TIMESTAMP, f"ts {ts.isoformat()} is more than 5 min ahead")
+    return ts.astimezone(UTC), True
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in error["loc"])
+    return f"{where}: {error['msg']}"[:300]

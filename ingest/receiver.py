@@ -1,0 +1,141 @@
+"""The receive path: every MQTT message is parsed, checked, spooled and handed on."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from core.clock import to_epoch_ms
+from core.models import Channel, DeviceKind, DeviceMessage, Event, Telemetry
+from core.registry.directory import DeviceDirectory
+from ingest.committer import Ack, GroupCommitter
+from ingest.dedupe import Deduplicator, digest
+from ingest.messages import Accepted, RawMessage, Rejected, Verdict
+from ingest.metrics import IngestMetrics
+from ingest.parser import Parser, Reason
+from ingest.points import to_points
+from ingest.records import dead_letter_of, encode_dead_letter, encode_points
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[Accepted], None]
+_CHANNELS = frozenset(c.value for c in Channel)
+
+
+def guess_kind(message: DeviceMessage) -> DeviceKind | None:
+    """What a message says about the kind of device that sent it."""
+    if isinstance(message, Telemetry):
+        if message.kind is not None:
+            return message.kind
+        present = [
+            kind
+            for kind, value in (
+                (DeviceKind.SMOKE, message.smoke_db_m),
+                (DeviceKind.GAS, message.gas_lel_pct),
+                (DeviceKind.CO, message.co_ppm),
+            )
+            if value is not None
+        ]
+        if len(present) == 1:
+            return present[0]
+        return DeviceKind.MULTI if present else None
+    if isinstance(message, Event) and message.source is not None:
+        return DeviceKind(message.source.value)
+    return None
+
+
+class Receiver:
+    """Called from the MQTT network thread for each message; never raises."""
+
+    def __init__(
+        self,
+        parser: Parser,
+        directory: DeviceDirectory,
+        committer: GroupCommitter,
+        metrics: IngestMetrics,
+        dedupe: Deduplicator | None = None,
+        listeners: Sequence[Listener] = (),
+    ) -> None:
+        self._parser = parser
+        self._directory = directory
+        self._committer = committer
+        self._metrics = metrics
+        self.dedupe = dedupe or Deduplicator()
+        self._listeners = list(listeners)
+
+    def add_listener(self, listener: Listener) -> None:
+        """Be told of every accepted message, in arrival order."""
+        self._listeners.append(listener)
+
+    def handle(self, raw: RawMessage, ack: Ack | None) -> None:
+        """Process one message; `ack` is called once it is durable."""
+        try:
+            self._handle(raw, ack)
+        except Exception:  # a bug must not stop ingestion; the message stays unacknowledged
+            log.exception("unexpected error on topic %s", raw.topic)
+
+    def _handle(self, raw: RawMessage, ack: Ack | None) -> None:
+        verdict = self._admit(self._parser.parse(raw))
+        channel = raw.topic.rsplit("/", 1)[-1]
+        channel = channel if channel in _CHANNELS else "other"
+        self._metrics.received.labels(channel).inc()
+        key = verdict.message.device if isinstance(verdict, Accepted) else verdict.device
+        key = key or raw.topic
+        fingerprint = digest(raw.payload)
+        identifying = raw.dup or raw.retained
+        if isinstance(verdict, Accepted) and verdict.message.seq is not None:
+            identifying = True
+        if self.dedupe.is_duplicate(key, fingerprint, identifying=identifying):
+            self._metrics.duplicates.inc()
+            self._committer.submit(None, ack)
+            return
+        if isinstance(verdict, Rejected):
+            self._reject(verdict, key, fingerprint, ack)
+            return
+        info = self._directory.lookup(verdict.message.device)
+        points = to_points(verdict.message, info.kind.value if info else None)
+        received_ms = to_epoch_ms(raw.received_at)
+        self._committer.submit(encode_points(key, fingerprint, received_ms, points), ack)
+        self._metrics.accepted.labels(channel).inc()
+        for listener in self._listeners:
+            try:
+                listener(verdict)
+            except Exception:  # one failing listener must not starve the others
+                log.exception("listener %r failed on %s", listener, raw.topic)
+
+    def _admit(self, verdict: Verdict) -> Verdict:
+        """Check the sender against the registry."""
+        if isinstance(verdict, Rejected):
+            return verdict
+        message = verdict.message
+        info = self._directory.admit(message.institution, message.device, guess_kind(message))
+        if info is None:
+            return Rejected(
+                Reason.UNKNOWN_DEVICE,
+                "device is not registered and auto-registration is off",
+                verdict.raw,
+                message.institution,
+                message.device,
+            )
+        if info.institution != message.institution:
+            return Rejected(
+                Reason.INSTITUTION_MISMATCH,
+                f"device is registered to institution {info.institution}",
+                verdict.raw,
+                message.institution,
+                message.device,
+            )
+        return verdict
+
+    def _reject(self, rejected: Rejected, key: str, fingerprint: int, ack: Ack | None) -> None:
+        letter = dead_letter_of(rejected)
+        self._committer.submit(encode_dead_letter(key, fingerprint, letter), ack)
+        self._metrics.dead_lettered.labels(rejected.reason).inc()
+        log.info(
+            "dead letter (%s) device=%s topic=%s: %s; payload %r",
+            rejected.reason,
+            rejected.device,
+            rejected.raw.topic[:200],
+            rejected.detail,
+            rejected.raw.payload[:120],
+        )
