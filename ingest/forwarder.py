@@ -42,6 +42,7 @@ class Forwarder:
         *,
         batch_records: int = BATCH_RECORDS,
         linger_s: float = LINGER_S,
+        backoff_s: tuple[float, float] = (BACKOFF_MIN_S, BACKOFF_MAX_S),
     ) -> None:
         self._spool = spool
         self._sink = sink
@@ -49,6 +50,7 @@ class Forwarder:
         self._metrics = metrics
         self._batch_records = batch_records
         self._linger_s = linger_s
+        self._backoff_min, self._backoff_max = backoff_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.store_healthy = True
@@ -70,7 +72,7 @@ class Forwarder:
             time.sleep(0.02)
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=BACKOFF_MAX_S + 5)
+            self._thread.join(timeout=self._backoff_max + 5)
             self._thread = None
 
     def _loop(self) -> None:
@@ -107,7 +109,7 @@ class Forwarder:
         return True
 
     def _write_with_retry(self, points: list[Point], letters: list[tuple[int, DeadLetter]]) -> bool:
-        backoff = BACKOFF_MIN_S
+        backoff = self._backoff_min
         while True:
             try:
                 self._sink.write(points)
@@ -123,7 +125,7 @@ class Forwarder:
             # Full jitter (AWS Architecture Blog, "Exponential Backoff and Jitter", 2015).
             if self._stop.wait(random.uniform(backoff / 2, backoff)):
                 return False
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
+            backoff = min(backoff * 2, self._backoff_max)
 
     def _write_one_by_one(
         self, points: Sequence[Point], letters: list[tuple[int, DeadLetter]]

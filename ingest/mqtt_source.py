@@ -28,6 +28,11 @@ Handler = Callable[[RawMessage, Ack | None], None]
 # away (MQTT 5.0 section 3.1.2.11.2): a week covers any planned maintenance window.
 SESSION_EXPIRY_S = 7 * 24 * 3600
 KEEPALIVE_S = 30
+# How many unacknowledged QoS 1 messages the broker may send us at once (MQTT 5.0 section
+# 3.1.2.11.3, Receive Maximum). We acknowledge only after fdatasync, so a wider window keeps
+# the pipe full while a group commits; Mosquitto otherwise uses max_inflight_messages (20).
+# The pending records it allows are the only unbounded-looking queue in ingest.
+RECEIVE_MAXIMUM = 1000
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
 
@@ -47,7 +52,7 @@ class MqttSource:
         topics: list[str],
         handler: Handler,
         mqtt5: bool = True,
-        receive_maximum: int | None = None,
+        receive_maximum: int | None = RECEIVE_MAXIMUM,
     ) -> None:
         self.endpoint = endpoint
         self.topics = topics

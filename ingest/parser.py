@@ -56,9 +56,8 @@ class Parser:
 
     @property
     def subscriptions(self) -> list[str]:
-        """Topic filters that cover every device topic."""
-        base = "/".join(self._prefix_parts)
-        return [f"{base}/+/+/{channel.value}" for channel in Channel]
+        """One filter for the whole tree, so that malformed topics reach the dead letters too."""
+        return ["/".join(self._prefix_parts) + "/#"]
 
     def parse(self, raw: RawMessage) -> Verdict:
         """Validate one message against contract section 1."""

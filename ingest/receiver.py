@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from core.clock import to_epoch_ms
 from core.models import Channel, DeviceKind, DeviceMessage, Event, Telemetry
@@ -62,6 +63,7 @@ class Receiver:
         self._metrics = metrics
         self.dedupe = dedupe or Deduplicator()
         self._listeners = list(listeners)
+        self._last_receive_ms: dict[str, int] = {}
 
     def add_listener(self, listener: Listener) -> None:
         """Be told of every accepted message, in arrival order."""
@@ -92,6 +94,8 @@ class Receiver:
         if isinstance(verdict, Rejected):
             self._reject(verdict, key, fingerprint, ack)
             return
+        if not verdict.message.ts_from_device:
+            verdict = Accepted(self._restamp(verdict.message), raw)
         info = self._directory.lookup(verdict.message.device)
         points = to_points(verdict.message, info.kind.value if info else None)
         received_ms = to_epoch_ms(raw.received_at)
@@ -102,6 +106,20 @@ class Receiver:
                 listener(verdict)
             except Exception:  # one failing listener must not starve the others
                 log.exception("listener %r failed on %s", listener, raw.topic)
+
+    def _restamp(self, message: DeviceMessage) -> DeviceMessage:
+        """Give a message without `ts` a receive time unique for its device.
+
+        Points are identified by measurement, tags and time in milliseconds (contract
+        section 2): two messages of one device received in the same millisecond would
+        otherwise overwrite each other.
+        """
+        stamp = to_epoch_ms(message.ts)
+        last = self._last_receive_ms.get(message.device, 0)
+        if stamp <= last:
+            stamp = last + 1
+        self._last_receive_ms[message.device] = stamp
+        return message.model_copy(update={"ts": datetime.fromtimestamp(stamp / 1000, UTC)})
 
     def _admit(self, verdict: Verdict) -> Verdict:
         """Check the sender against the registry."""

@@ -12,7 +12,7 @@ from ingest.committer import GroupCommitter
 from ingest.deadletters import DeadLetterStore
 from ingest.forwarder import Forwarder
 from ingest.metrics import IngestMetrics
-from ingest.mqtt_source import MqttSource
+from ingest.mqtt_source import RECEIVE_MAXIMUM, MqttSource
 from ingest.parser import DEFAULT_PREFIX, Parser
 from ingest.presence import Presence
 from ingest.receiver import Receiver
@@ -39,7 +39,7 @@ class IngestStage:
         mqtt5: bool = True,
         client_id: str = CLIENT_ID,
         prefix: str = DEFAULT_PREFIX,
-        receive_maximum: int | None = None,
+        receive_maximum: int | None = RECEIVE_MAXIMUM,
         metrics: IngestMetrics | None = None,
     ) -> None:
         self.metrics = metrics or IngestMetrics()
@@ -74,6 +74,17 @@ class IngestStage:
         self.source.stop()
         self.committer.stop()
         self.forwarder.stop()
+        m = self.metrics
+        log.info(
+            "ingest stopped: received %d, accepted %d, duplicates %d, dead letters %d, "
+            "points stored %d, %d records left in the spool for the next start",
+            m.total("hazardwatch_messages_received_total"),
+            m.total("hazardwatch_messages_accepted_total"),
+            m.total("hazardwatch_messages_duplicate_total"),
+            m.total("hazardwatch_messages_dead_lettered_total"),
+            m.total("hazardwatch_points_stored_total"),
+            self.pending,
+        )
         self.spool.close()
         self.sink.close()
         self.dead_letters.close()

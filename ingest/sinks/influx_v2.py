@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from influxdb_client.client.influxdb_client import InfluxDBClient
-from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 

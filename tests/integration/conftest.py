@@ -1,0 +1,86 @@
+"""Real servers for integration tests: one of each per session, extra brokers per test.
+
+Tests that stop, kill or restart a server should start their own (``mosquitto_factory``,
+or a server class from ``tests.servers`` on ``tmp_path``) and leave the session ones alone.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers import InfluxDB1, Mosquitto, MosquittoFactory, Postgres, require_binary
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """A Mosquitto broker for the whole session, anonymous, with persistence."""
+    require_binary("mosquitto")
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxDB1]:
+    """An InfluxDB 1.x server for the whole session; use ``influx_db`` for a database."""
+    require_binary("influxd")
+    server = InfluxDB1(tmp_path_factory.mktemp("influxdb")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    """A PostgreSQL server for the whole session with database and user ``hazardwatch``."""
+    require_binary("initdb")
+    require_binary("postgres")
+    server = Postgres(tmp_path_factory.mktemp("postgres")).start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def influx_db(influxdb: InfluxDB1) -> Iterator[str]:
+    """The name of a fresh database on the session InfluxDB, dropped after the test."""
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    influxdb.create_database(name)
+    yield name
+    if influxdb.running:
+        influxdb.drop_database(name)
+
+
+@pytest.fixture
+def mqtt_topic_prefix() -> str:
+    """A topic prefix no other test uses, e.g. ``test-<uuid>/hazardwatch/v1``."""
+    return f"test-{uuid.uuid4().hex}/hazardwatch/v1"
+
+
+@pytest.fixture
+def mosquitto_factory(tmp_path: Path) -> Iterator[MosquittoFactory]:
+    """Start extra, separately configured brokers; all are stopped after the test."""
+    require_binary("mosquitto")
+    brokers: list[Mosquitto] = []
+
+    def start(
+        *,
+        users: dict[str, str] | None = None,
+        acl: str | None = None,
+        max_inflight: int | None = None,
+        persistence: bool = True,
+    ) -> Mosquitto:
+        if users:
+            require_binary("mosquitto_passwd")
+        workdir = tmp_path / f"mosquitto-{len(brokers)}"
+        broker = Mosquitto(
+            workdir, users=users, acl=acl, max_inflight=max_inflight, persistence=persistence
+        )
+        brokers.append(broker)
+        return broker.start()
+
+    yield start
+    for broker in brokers:
+        broker.stop()

@@ -1,0 +1,171 @@
+"""The forwarder: a store that fails or refuses loses nothing and doubles nothing."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from core.errors import StoreError
+from core.points import Point
+from ingest.deadletters import DeadLetterStore
+from ingest.forwarder import Forwarder
+from ingest.metrics import IngestMetrics
+from ingest.records import DeadLetter, encode_dead_letter, encode_points
+from ingest.spool import Spool
+
+
+class FlakySink:
+    """Keeps points like InfluxDB (one per measurement, tags and time); fails on request."""
+
+    name = "flaky"
+
+    def __init__(self) -> None:
+        self.points: dict[tuple[object, ...], Point] = {}
+        self.arrivals: list[int] = []
+        self.down = threading.Event()
+        self.refuse_time_ms: set[int] = set()
+        self.failures = 0
+
+    def write(self, points: Sequence[Point]) -> None:
+        if self.down.is_set():
+            self.failures += 1
+            raise StoreError("connection refused", retryable=True)
+        if any(p.time_ms in self.refuse_time_ms for p in points):
+            raise StoreError("HTTP 400: field type conflict", retryable=False)
+        for p in points:
+            self.points[(p.measurement, tuple(sorted(p.tags.items())), p.time_ms)] = p
+            self.arrivals.append(p.time_ms)
+
+    def ping(self) -> bool:
+        return not self.down.is_set()
+
+    def close(self) -> None:
+        pass
+
+
+def _point(i: int) -> Point:
+    tags = {"institution": "i1", "device": f"d{i % 7}", "kind": "smoke"}
+    return Point("reading", tags, {"smoke_db_m": 0.01, "seq": i}, 1_763_798_400_000 + i)
+
+
+def _spool_points(spool: Spool, start: int, count: int) -> None:
+    spool.append(
+        [encode_points(f"d{i % 7}", i, 0, [_point(i)]) for i in range(start, start + count)]
+    )
+
+
+def _wait(condition: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> tuple[Spool, FlakySink, DeadLetterStore, IngestMetrics]:
+    return (
+        Spool(tmp_path / "spool"),
+        FlakySink(),
+        DeadLetterStore(tmp_path / "dl.sqlite"),
+        IngestMetrics(),
+    )
+
+
+def _forwarder(parts: tuple[Spool, FlakySink, DeadLetterStore, IngestMetrics]) -> Forwarder:
+    spool, sink, dead, metrics = parts
+    return Forwarder(
+        spool, sink, dead, metrics, batch_records=100, linger_s=0.01, backoff_s=(0.01, 0.05)
+    )
+
+
+def test_everything_spooled_reaches_the_store_once_and_in_order(
+    parts: tuple[Spool, FlakySink, DeadLetterStore, IngestMetrics],
+) -> None:
+    spool, sink, _, metrics = parts
+    forwarder = _forwarder(parts)
+    forwarder.start()
+    _spool_points(spool, 0, 1000)
+    _wait(lambda: spool.checkpoint_lsn == 1000)
+    forwarder.stop()
+    assert len(sink.points) == 1000
+    assert sink.arrivals == sorted(sink.arrivals) and len(sink.arrivals) == 1000
+    assert metrics.value("hazardwatch_points_stored_total") == 1000
+
+
+def test_an_outage_fills_the_spool_and_drains_it_when_the_store_returns(
+    parts: tuple[Spool, FlakySink, DeadLetterStore, IngestMetrics],
+) -> None:
+    spool, sink, _, metrics = parts
+    forwarder = _forwarder(parts)
+    forwarder.start()
+    _spool_points(spool, 0, 300)
+    _wait(lambda: spool.checkpoint_lsn == 300)
+    sink.down.set()
+    _spool_points(spool, 300, 2000)
+    _wait(lambda: sink.failures >= 5)
+    assert spool.checkpoint_lsn == 300, "nothing may be checkpointed while the store is down"
+    assert not forwarder.store_healthy
+    sink.down.clear()
+    _wait(lambda: spool.checkpoint_lsn == 2300)
+    forwarder.stop()
+    assert len(sink.points) == 2300
+    assert len(sink.arrivals) == 2300, "no point written twice"
+    assert sink.arrivals == sorted(sink.arrivals), "order kept across the outage"
+    assert metrics.value("hazardwatch_store_write_errors_total") >= 5
+
+
+def test_a_restart_resumes_from_the_checkpoint(
+    parts: tuple[Spool, FlakySink, DeadLetterStore, IngestMetrics], tmp_path: Path
+) -> None:
+    spool, sink, dead, metrics = parts
+    sink.down.set()
+    first = _forwarder(parts)
+    first.start()
+    _spool_points(spool, 0, 500)
+    _wait(lambda: sink.failures >= 2)
+    first.stop(drain_timeout=0.1)
+    spool.close()
+    reopened = Spool(tmp_path / "spool")
+    assert reopened.committed_lsn == 500 and reopened.checkpoint_lsn == 0
+    sink.down.clear()
+    second = Forwarder(reopened, sink, dead, metrics, batch_records=100, linger_s=0.01)
+    second.start()
+    _wait(lambda: reopened.checkpoint_lsn == 500)
+    second.stop()
+    assert len(sink.points) == 500 and len(sink.arrivals) == 500
+
+
+def test_points_the_store_refuses_become_dead_letters_and_the_rest_is_stored(
+    parts: tuple[Spool, FlakySink, DeadLetterStore, IngestMetrics],
+) -> None:
+    spool, sink, dead, _ = parts
+    sink.refuse_time_ms = {1_763_798_400_000 + 42}
+    forwarder = _forwarder(parts)
+    forwarder.start()
+    _spool_points(spool, 0, 100)
+    _wait(lambda: spool.checkpoint_lsn == 100)
+    forwarder.stop()
+    assert len(sink.points) == 99
+    letters = dead.list(reason="store_rejected")
+    assert len(letters) == 1
+    assert letters[0][1].device == "d0"  # 42 % 7
+
+
+def test_dead_letters_are_stored_once_even_when_replayed(
+    parts: tuple[Spool, FlakySink, DeadLetterStore, IngestMetrics],
+) -> None:
+    spool, _, dead, _ = parts
+    letter = DeadLetter(
+        1, "hazardwatch/v1/i/d/telemetry", "bad_json", "not JSON", b"{", 1, "i", "d"
+    )
+    spool.append([encode_dead_letter("d", 1, letter), encode_dead_letter("d", 2, letter)])
+    forwarder = _forwarder(parts)
+    forwarder.start()
+    _wait(lambda: spool.checkpoint_lsn == 2)
+    forwarder.stop()
+    dead.add_many([(1, letter)])  # a replay of LSN 1
+    assert dead.counts() == {"bad_json": 2}
