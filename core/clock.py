@@ -52,6 +52,11 @@ class FakeClock:
         self._mono += seconds
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def to_epoch_ms(moment: datetime) -> int:
     """Milliseconds since the epoch, the precision of every stored point."""
-    return int(moment.timestamp() * 1000)
+    # Integer arithmetic: `int(moment.timestamp() * 1000)` goes through a float and turns some
+    # exact milliseconds into the one before (2004-02-22T07:01:02.804Z became ...803).
+    return (moment - _EPOCH) // timedelta(milliseconds=1)

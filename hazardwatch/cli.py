@@ -100,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = verb("demo", cmd_demo, "run the service with embedded defaults and a simulated fleet")
     from simulators.cli import add_arguments
 
-    add_arguments(demo, for_demo=True)
+    add_arguments(demo)
+    # A livelier fleet than `simulate`'s defaults, with a little bad input to show dead letters.
+    demo.set_defaults(institutions=5, devices=40, rate=10.0, malformed=0.01)
     add_arguments(verb("simulate", cmd_simulate, "simulate detectors against a broker"))
     registry = verbs.add_parser("registry", help="institutions and devices")
     registry_verbs = registry.add_subparsers(dest="registry_verb", required=True)

@@ -7,8 +7,9 @@ import contextlib
 import logging
 import secrets
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import uvicorn
 
@@ -123,8 +124,15 @@ class Service:
         )
 
 
-async def run(service: Service, stop: asyncio.Event | None = None) -> None:
-    """Run the service and its HTTP API until SIGINT/SIGTERM (or `stop` is set)."""
+async def run(
+    service: Service,
+    stop: asyncio.Event | None = None,
+    companion: Callable[[Service], Coroutine[Any, Any, None]] | None = None,
+) -> None:
+    """Run the service and its HTTP API until SIGINT/SIGTERM (or `stop` is set).
+
+    `companion` runs beside the service once it has started (the demo's simulated fleet).
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -143,6 +151,8 @@ async def run(service: Service, stop: asyncio.Event | None = None) -> None:
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(server.serve(), name="http-api")
+            if companion is not None:
+                tasks.create_task(companion(service), name="companion")
             log.info("HTTP API on http://%s:%d", settings.api_host, settings.api_port)
             await stop.wait()
             server.should_exit = True

@@ -54,7 +54,6 @@ class Forwarder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.store_healthy = True
-        self._lag_checked = 0.0
 
     def start(self) -> None:
         """Start forwarding."""
@@ -151,18 +150,5 @@ class Forwarder:
                 self._metrics.dead_lettered.labels(Reason.STORE_REJECTED).inc()
 
     def _update_lag(self) -> None:
-        lag = self._spool.committed_lsn - self._spool.checkpoint_lsn
-        self._metrics.store_lag_records.set(lag)
-        now = time.monotonic()
-        if lag == 0:
-            self._metrics.store_lag_seconds.set(0)
-        elif now - self._lag_checked >= 1.0:
-            self._lag_checked = now
-            reader = self._spool.reader(self._spool.checkpoint_lsn)
-            try:
-                first = reader.next_batch(1)
-            finally:
-                reader.close()
-            if first:
-                received_ms = decode(first[0][1]).received_ms
-                self._metrics.store_lag_seconds.set(max(0.0, time.time() - received_ms / 1000))
+        self._metrics.store_lag_records.set(self._spool.committed_lsn - self._spool.checkpoint_lsn)
+        self._metrics.store_lag_seconds.set(self._spool.lag_seconds())

@@ -36,9 +36,25 @@ class IngestMetrics:
             "hazardwatch_store_lag_seconds", "age of the oldest record not in the store", registry=r
         )
         self.spool_bytes = Gauge("hazardwatch_spool_bytes", "size of the spool on disk", registry=r)
+        self._received: dict[str, Counter] = {}
+        self._accepted: dict[str, Counter] = {}
         self.commit_batch = Gauge(
             "hazardwatch_spool_commit_batch", "records in the last group commit", registry=r
         )
+
+    def count_received(self, channel: str) -> None:
+        """One more message received on a channel (labelled children cached: hot path)."""
+        child = self._received.get(channel)
+        if child is None:
+            child = self._received[channel] = self.received.labels(channel)
+        child.inc()
+
+    def count_accepted(self, channel: str) -> None:
+        """One more valid message on a channel."""
+        child = self._accepted.get(channel)
+        if child is None:
+            child = self._accepted[channel] = self.accepted.labels(channel)
+        child.inc()
 
     def value(self, name: str, **labels: str) -> float:
         """A current sample value, for tests and the CLI summary."""

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from core.models import (
@@ -20,6 +20,8 @@ from core.models import (
 from ingest.messages import Accepted, RawMessage, Rejected, Verdict
 
 DEFAULT_PREFIX = "hazardwatch/v1"
+# Valid topics seen recently; three per device, so this covers large fleets.
+TOPIC_CACHE_MAX = 300_000
 
 
 class Reason:
@@ -53,6 +55,7 @@ class Parser:
     def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
         self._prefix_parts = prefix.strip("/").split("/")
         self._n = len(self._prefix_parts)
+        self._topics: dict[str, tuple[str, str, Channel]] = {}
 
     @property
     def subscriptions(self) -> list[str]:
@@ -72,6 +75,16 @@ class Parser:
         return Accepted(message, raw)
 
     def _split_topic(self, topic: str) -> tuple[str, str, Channel]:
+        known = self._topics.get(topic)
+        if known is not None:
+            return known
+        split = self._split_new_topic(topic)
+        if len(self._topics) >= TOPIC_CACHE_MAX:
+            self._topics.clear()
+        self._topics[topic] = split
+        return split
+
+    def _split_new_topic(self, topic: str) -> tuple[str, str, Channel]:
         parts = topic.split("/")
         if len(parts) != self._n + 3 or parts[: self._n] != self._prefix_parts:
             raise _Bad(Reason.UNKNOWN_TOPIC, f"not {'/'.join(self._prefix_parts)}/+/+/<channel>")
@@ -130,18 +143,14 @@ class Parser:
 
 
 def _load_object(text: str) -> dict[str, Any]:
+    # orjson is strict RFC 8259: NaN and Infinity, which json.loads accepts, are refused.
     try:
-        body = json.loads(text, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError) as exc:
+        body = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
         raise _Bad(Reason.BAD_JSON, f"not JSON: {exc}"[:200]) from None
     if not isinstance(body, dict):
         raise _Bad(Reason.NOT_AN_OBJECT, f"payload is a JSON {type(body).__name__}, not an object")
     return body
-
-
-def _refuse_constant(name: str) -> Any:
-    # json.loads accepts NaN and Infinity, which are not JSON (RFC 8259 section 6).
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def _timestamp(value: object, received_at: datetime) -> tuple[datetime, bool]:

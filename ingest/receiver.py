@@ -80,7 +80,7 @@ class Receiver:
         verdict = self._admit(self._parser.parse(raw))
         channel = raw.topic.rsplit("/", 1)[-1]
         channel = channel if channel in _CHANNELS else "other"
-        self._metrics.received.labels(channel).inc()
+        self._metrics.count_received(channel)
         key = verdict.message.device if isinstance(verdict, Accepted) else verdict.device
         key = key or raw.topic
         fingerprint = digest(raw.payload)
@@ -100,7 +100,7 @@ class Receiver:
         points = to_points(verdict.message, info.kind.value if info else None)
         received_ms = to_epoch_ms(raw.received_at)
         self._committer.submit(encode_points(key, fingerprint, received_ms, points), ack)
-        self._metrics.accepted.labels(channel).inc()
+        self._metrics.count_accepted(channel)
         for listener in self._listeners:
             try:
                 listener(verdict)

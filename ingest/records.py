@@ -7,8 +7,9 @@ plus the device and payload digest that let a restarted service recognise redeli
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
+
+import orjson
 
 from core.clock import to_epoch_ms
 from core.models import MAX_PAYLOAD_BYTES
@@ -59,7 +60,7 @@ def dead_letter_of(rejected: Rejected) -> DeadLetter:
 def encode_points(key: str, digest: int, received_ms: int, points: list[Point]) -> bytes:
     """A record for an accepted message."""
     body = {"k": key, "h": digest, "r": received_ms, "p": [p.to_wire() for p in points]}
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(body)
 
 
 def encode_dead_letter(key: str, digest: int, letter: DeadLetter) -> bytes:
@@ -78,12 +79,12 @@ def encode_dead_letter(key: str, digest: int, letter: DeadLetter) -> bytes:
             "v": letter.device,
         },
     }
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(body)
 
 
 def decode(body: bytes) -> SpoolRecord:
     """The inverse of the encoders."""
-    data = json.loads(body)
+    data = orjson.loads(body)
     letter = None
     if (x := data.get("x")) is not None:
         letter = DeadLetter(

@@ -82,7 +82,10 @@ def _nest(row: dict[str, str]) -> dict[str, Any]:
             outer, inner = _NESTED[key]
             entry.setdefault(outer, {})[inner] = value
         elif key == "thresholds":
-            entry["thresholds"] = json.loads(value)
+            try:
+                entry["thresholds"] = json.loads(value)
+            except ValueError as exc:
+                raise RegistryError(f"id {row.get('id')}: thresholds is not JSON: {exc}") from None
         else:
             entry[key] = value
     if thresholds:

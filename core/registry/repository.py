@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.errors import RegistryError
 from core.models import DeviceKind
 from core.registry.models import Device, Institution, InstitutionType, Location, Person
 from core.registry.tables import DeviceRow, InstitutionRow
@@ -100,6 +101,8 @@ class RegistryRepository:
         count = 0
         with self._sessions.begin() as session:
             for item in items:
+                if session.get(InstitutionRow, item.institution) is None:
+                    raise RegistryError(f"device {item.id}: unknown institution {item.institution}")
                 row = session.get(DeviceRow, item.id) or DeviceRow(id=item.id)
                 for key, value in _device_values(item).items():
                     setattr(row, key, value)

@@ -1,0 +1,208 @@
+"""Ingest throughput against real Mosquitto and InfluxDB 1.x, with baselines from the same run.
+
+Method: a persistent session is created, N messages are queued for it in Mosquitto while the
+subscriber is away, then the subscriber connects and drains them. That measures what the
+subscriber sustains, without a publisher competing for the same two cores.
+
+    .venv/bin/python -m bench.ingest_throughput [--messages 100000]
+
+Prints, for the same machine and run:
+- raw broker: a bare paho-mqtt subscriber (QoS 1, automatic PUBACK, json.loads) — the ceiling;
+- raw database: batched line-protocol writes of 5,000 points straight to InfluxDB;
+- hazardwatch ingest at several in-flight windows (MQTT 5 Receive Maximum): messages/s until
+  every message is durable and acknowledged, and until every point is in InfluxDB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from bench.machine import describe
+from core.db import make_engine, session_factory, upgrade
+from core.registry.directory import DeviceDirectory
+from core.registry.repository import RegistryRepository
+from core.settings import parse_mqtt_url
+from ingest.sinks.influx_v1 import InfluxV1Sink
+from ingest.stage import IngestStage
+from tests.servers import InfluxDB1, Mosquitto
+
+DEVICES = 1000
+
+
+def payload(i: int) -> bytes:
+    """A reading like the contract's example (about 200 bytes)."""
+    body = {
+        "ts": 1_763_798_400_000 + i,
+        "seq": i // DEVICES,
+        "kind": "gas",
+        "gas_lel_pct": round(3.5 + (i % 10) / 10, 1),
+        "temperature_c": 22.5,
+        "battery_pct": 87,
+        "rssi_dbm": -71,
+        "alarm": False,
+        "faults": [],
+    }
+    return json.dumps(body).encode()
+
+
+def _publish(url: str, prefix: str, count: int) -> None:
+    endpoint = parse_mqtt_url(url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:6]}")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect(endpoint.host, endpoint.port)
+    client.loop_start()
+    infos = []
+    for i in range(count):
+        topic = f"{prefix}/inst-{i % 50:03d}/dev-{i % DEVICES:04d}/telemetry"
+        infos.append(client.publish(topic, payload(i), qos=1))
+    for info in infos:
+        info.wait_for_publish(120)
+    client.disconnect()
+    client.loop_stop()
+
+
+def queue_for(broker: Mosquitto, client_id: str, prefix: str, count: int) -> None:
+    """Create a persistent MQTT 5 session for `client_id` and queue `count` messages for it."""
+    endpoint = parse_mqtt_url(broker.url)
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 3600
+    sub.connect(endpoint.host, endpoint.port, clean_start=True, properties=props)
+    sub.loop_start()
+    sub.subscribe(f"{prefix}/#", qos=1)
+    time.sleep(0.3)
+    sub.disconnect()
+    sub.loop_stop()
+    process = multiprocessing.Process(target=_publish, args=(broker.url, prefix, count))
+    process.start()
+    process.join()
+
+
+def raw_broker(broker: Mosquitto, count: int) -> float:
+    """Drain rate of a bare paho subscriber with automatic acknowledgement."""
+    prefix, client_id = f"raw-{uuid.uuid4().hex[:6]}/hazardwatch/v1", "bench-raw"
+    queue_for(broker, client_id, prefix, count)
+    received = 0
+    done = multiprocessing.Event()
+
+    def on_message(_c: object, _u: object, message: mqtt.MQTTMessage) -> None:
+        nonlocal received
+        json.loads(message.payload)
+        received += 1
+        if received == count:
+            done.set()
+
+    endpoint = parse_mqtt_url(broker.url)
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    sub.on_message = on_message
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 3600
+    props.ReceiveMaximum = 1000
+    start = time.perf_counter()
+    sub.connect(endpoint.host, endpoint.port, clean_start=False, properties=props)
+    sub.loop_start()
+    done.wait(600)
+    elapsed = time.perf_counter() - start
+    sub.disconnect()
+    sub.loop_stop()
+    return count / elapsed
+
+
+def raw_database(influx: InfluxDB1, count: int) -> float:
+    """Points per second for batched writes of 5,000 points straight to InfluxDB."""
+    influx.create_database("rawbench")
+    lines = [
+        f"reading,institution=inst-{i % 50:03d},device=dev-{i % DEVICES:04d},kind=gas "
+        f"gas_lel_pct=3.5,temperature_c=22.5,battery_pct=87,rssi_dbm=-71,alarm=false,"
+        f"seq={i // DEVICES}i {1_763_798_400_000 + i}"
+        for i in range(count)
+    ]
+    with httpx.Client(base_url=influx.url, timeout=60) as client:
+        start = time.perf_counter()
+        for offset in range(0, count, 5000):
+            body = "\n".join(lines[offset : offset + 5000]).encode()
+            response = client.post(
+                "/write", params={"db": "rawbench", "precision": "ms"}, content=body
+            )
+            response.raise_for_status()
+        return count / (time.perf_counter() - start)
+
+
+def hazardwatch(
+    broker: Mosquitto, influx: InfluxDB1, count: int, window: int, work: Path
+) -> tuple[float, float]:
+    """(durable and acknowledged msg/s, stored in InfluxDB msg/s) for one in-flight window."""
+    prefix, client_id = f"hw{window}-{uuid.uuid4().hex[:6]}/hazardwatch/v1", f"bench-hw-{window}"
+    db = f"hw{window}"
+    influx.create_database(db)
+    queue_for(broker, client_id, prefix, count)
+    url = f"sqlite:///{work / f'hw{window}.sqlite'}"
+    upgrade(url)
+    directory = DeviceDirectory(
+        RegistryRepository(session_factory(make_engine(url))), auto_register=True
+    )
+    stage = IngestStage(
+        data_dir=work / f"data{window}",
+        sink=InfluxV1Sink(influx.url, db),
+        directory=directory,
+        endpoint=parse_mqtt_url(broker.url),
+        client_id=client_id,
+        prefix=prefix,
+        receive_maximum=window,
+    )
+    start = time.perf_counter()
+    stage.start()
+    while stage.spool.committed_lsn < count:
+        time.sleep(0.005)
+    durable = time.perf_counter() - start
+    while stage.spool.checkpoint_lsn < count:
+        time.sleep(0.005)
+    stored = time.perf_counter() - start
+    stage.stop()
+    return count / durable, count / stored
+
+
+def main() -> None:
+    """Run every measurement and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--windows", default="20,100,1000", help="Receive Maximum values")
+    args = parser.parse_args()
+    print(describe())
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        broker = Mosquitto(work / "mosquitto").start()
+        influx = InfluxDB1(work / "influx").start()
+        try:
+            n = args.messages
+            print(f"messages: {n} (about {len(payload(0))} bytes each, {DEVICES} devices)")
+            broker_rate, database_rate = raw_broker(broker, n), raw_database(influx, n)
+            print(f"raw broker   (paho, auto-ack, json.loads): {broker_rate:>9,.0f} msg/s")
+            print(f"raw database (InfluxDB /write, 5000/batch): {database_rate:>9,.0f} points/s")
+            for window in (int(w) for w in args.windows.split(",")):
+                durable, stored = hazardwatch(broker, influx, n, window, work)
+                print(
+                    f"hazardwatch, Receive Maximum {window:>5}: "
+                    f"{durable:>9,.0f} msg/s durable+acked, "
+                    f"{stored:>9,.0f} msg/s in InfluxDB"
+                )
+        finally:
+            influx.stop()
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()

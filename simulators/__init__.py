@@ -1,0 +1,1 @@
+"""Device and fleet simulators: contract-conforming detectors, bad input, scenarios."""

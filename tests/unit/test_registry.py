@@ -1,0 +1,466 @@
+"""The registry: import files, SQL storage, and the in-memory directory of the receive path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.db import make_engine, session_factory, upgrade
+from core.errors import RegistryError
+from core.models import DeviceKind
+from core.registry.directory import DeviceDirectory, DeviceInfo
+from core.registry.importer import load_registry_file, summary
+from core.registry.models import Device, Institution, InstitutionType, Location, Person
+from core.registry.repository import RegistryRepository
+
+YAML = """\
+institutions:
+  - id: inst-1
+    name: 阳光养老院
+    type: elderly_care
+    town: 城关镇
+    address: 人民路 1 号
+    lat: 30.59
+    lon: 114.31
+    principal: {name: 张三, phone: "13800000001"}
+    safety_manager: {name: 李四, phone: "13800000002"}
+  - id: inst-2
+    name: 儿童福利院
+    type: child_welfare
+devices:
+  - id: gas-101
+    institution: inst-1
+    kind: gas
+    model: JT-GX100
+    location: {building: 主楼, floor: "1", room: 厨房}
+    zone: 一层
+    heartbeat_s: 120
+    thresholds: {gas_lel_pct: 20}
+  - id: smoke-201
+    institution: inst-1
+    kind: smoke
+"""
+
+INSTITUTIONS_CSV = """\
+id,name,type,town,address,lat,lon,principal_name,principal_phone,safety_manager_name,safety_manager_phone
+inst-3,敬老院,elderly_care,东城街道,东路 2 号,30.1,114.2,王五,13700000003,赵六,13600000004
+inst-4,救助站,rescue_station,,,,,,,,
+"""
+
+DEVICES_CSV = """\
+id,institution,kind,model,building,floor,room,zone,heartbeat_s,threshold.gas_lel_pct
+smoke-301,inst-3,smoke,SD-1,A栋,3,301,三层,300,
+gas-302,inst-3,gas,GX-1,A栋,3,厨房,三层,60,15.5
+"""
+
+
+@pytest.fixture
+def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    upgrade(url)
+    engine = make_engine(url)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def repository(sessions: sessionmaker[Session]) -> RegistryRepository:
+    return RegistryRepository(sessions)
+
+
+def write(tmp_path: Path, name: str, text: str, encoding: str = "utf-8") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding=encoding)
+    return path
+
+
+def registry_error(path: Path) -> str:
+    with pytest.raises(RegistryError) as caught:
+        load_registry_file(path)
+    return str(caught.value)
+
+
+# --- files --------------------------------------------------------------------------------------
+
+
+def test_a_yaml_file_with_chinese_names(tmp_path: Path) -> None:
+    registry = load_registry_file(write(tmp_path, "registry.yaml", YAML))
+    assert summary(registry) == "2 institutions, 2 devices"
+    home = registry.institutions[0]
+    assert home == Institution(
+        id="inst-1",
+        name="阳光养老院",
+        type=InstitutionType.ELDERLY_CARE,
+        town="城关镇",
+        address="人民路 1 号",
+        lat=30.59,
+        lon=114.31,
+        principal=Person(name="张三", phone="13800000001"),
+        safety_manager=Person(name="李四", phone="13800000002"),
+    )
+    assert registry.institutions[1].type is InstitutionType.CHILD_WELFARE
+    gas = registry.devices[0]
+    assert gas == Device(
+        id="gas-101",
+        institution="inst-1",
+        kind=DeviceKind.GAS,
+        model="JT-GX100",
+        location=Location(building="主楼", floor="1", room="厨房"),
+        zone="一层",
+        heartbeat_s=120,
+        thresholds={"gas_lel_pct": 20.0},
+    )
+    smoke = registry.devices[1]
+    assert (smoke.kind, smoke.heartbeat_s, smoke.thresholds) == (DeviceKind.SMOKE, 300, {})
+    assert smoke.auto_registered is False
+
+
+def test_the_yml_suffix_and_an_empty_file(tmp_path: Path) -> None:
+    assert (
+        summary(load_registry_file(write(tmp_path, "r.YML", YAML))) == "2 institutions, 2 devices"
+    )
+    assert (
+        summary(load_registry_file(write(tmp_path, "empty.yaml", "")))
+        == "0 institutions, 0 devices"
+    )
+
+
+def test_a_csv_file_of_institutions(tmp_path: Path) -> None:
+    registry = load_registry_file(write(tmp_path, "institutions.csv", INSTITUTIONS_CSV))
+    assert registry.devices == []
+    first, second = registry.institutions
+    assert first.id == "inst-3"
+    assert first.name == "敬老院"
+    assert (first.town, first.address, first.lat, first.lon) == (
+        "东城街道",
+        "东路 2 号",
+        30.1,
+        114.2,
+    )
+    assert first.principal == Person(name="王五", phone="13700000003")
+    assert first.safety_manager == Person(name="赵六", phone="13600000004")
+    # Empty cells are absent values.
+    assert second.type is InstitutionType.RESCUE_STATION
+    assert (second.town, second.lat, second.principal) == (None, None, None)
+
+
+def test_a_csv_file_of_devices(tmp_path: Path) -> None:
+    registry = load_registry_file(write(tmp_path, "devices.csv", DEVICES_CSV))
+    assert registry.institutions == []
+    smoke, gas = registry.devices
+    assert smoke.location == Location(building="A栋", floor="3", room="301")
+    assert (smoke.kind, smoke.zone, smoke.heartbeat_s) == (DeviceKind.SMOKE, "三层", 300)
+    assert smoke.thresholds == {}  # an empty threshold cell sets none
+    assert (gas.kind, gas.heartbeat_s, gas.thresholds) == (
+        DeviceKind.GAS,
+        60,
+        {"gas_lel_pct": 15.5},
+    )
+
+
+def test_a_csv_file_saved_by_excel_with_a_byte_order_mark(tmp_path: Path) -> None:
+    path = write(tmp_path, "devices.csv", DEVICES_CSV, encoding="utf-8-sig")
+    assert [d.id for d in load_registry_file(path).devices] == ["smoke-301", "gas-302"]
+
+
+def test_a_csv_file_with_a_json_thresholds_column(tmp_path: Path) -> None:
+    text = 'id,institution,kind,thresholds\ngas-1,inst-1,gas,"{""gas_lel_pct"": 25}"\n'
+    device = load_registry_file(write(tmp_path, "devices.csv", text)).devices[0]
+    assert device.thresholds == {"gas_lel_pct": 25.0}
+
+
+def test_a_csv_file_with_only_a_header(tmp_path: Path) -> None:
+    registry = load_registry_file(write(tmp_path, "devices.csv", "id,institution,kind\n"))
+    assert (registry.institutions, registry.devices) == ([], [])
+
+
+# --- file errors --------------------------------------------------------------------------------
+
+
+def test_a_bad_kind_names_the_entry(tmp_path: Path) -> None:
+    message = registry_error(write(tmp_path, "r.yaml", YAML.replace("kind: smoke", "kind: laser")))
+    assert "smoke-201" in message
+    assert "kind" in message
+
+
+def test_a_bad_id_names_the_entry(tmp_path: Path) -> None:
+    message = registry_error(write(tmp_path, "r.yaml", YAML.replace("id: inst-2", "id: inst 2!")))
+    assert "inst 2!" in message
+    assert "institutions[1]" in message
+
+
+def test_a_bad_institution_reference_id_is_refused(tmp_path: Path) -> None:
+    text = "devices:\n  - {id: d-1, institution: 养老院, kind: gas}\n"
+    message = registry_error(write(tmp_path, "r.yaml", text))
+    assert "d-1" in message and "institution" in message
+
+
+def test_an_unknown_csv_column_names_the_entry(tmp_path: Path) -> None:
+    text = "id,institution,kind,colour\ngas-9,inst-1,gas,red\n"
+    message = registry_error(write(tmp_path, "devices.csv", text))
+    assert "gas-9" in message
+    assert "colour" in message
+
+
+def test_an_unknown_yaml_key_is_refused(tmp_path: Path) -> None:
+    text = YAML.replace("zone: 一层", "zone: 一层\n    wing: east")
+    message = registry_error(write(tmp_path, "r.yaml", text))
+    assert "gas-101" in message and "wing" in message
+
+
+def test_an_unknown_top_level_section_is_refused(tmp_path: Path) -> None:
+    assert "sensors" in registry_error(write(tmp_path, "r.yaml", "sensors: []\n"))
+
+
+def test_a_bad_value_in_a_csv_names_the_entry(tmp_path: Path) -> None:
+    text = INSTITUTIONS_CSV.replace("30.1,114.2", "95,114.2")  # latitude out of range
+    message = registry_error(write(tmp_path, "institutions.csv", text))
+    assert "inst-3" in message and "lat" in message
+
+
+def test_bad_json_thresholds_in_a_csv_name_the_entry(tmp_path: Path) -> None:
+    text = "id,institution,kind,thresholds\ngas-1,inst-1,gas,{not json\n"
+    message = registry_error(write(tmp_path, "devices.csv", text))
+    assert "gas-1" in message and "thresholds" in message
+
+
+def test_a_csv_file_that_is_not_utf8_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "institutions.csv", INSTITUTIONS_CSV, encoding="gbk")
+    assert "cannot read" in registry_error(path)
+
+
+def test_bad_yaml_syntax_is_an_error(tmp_path: Path) -> None:
+    assert "cannot read" in registry_error(write(tmp_path, "r.yaml", "institutions: [\n"))
+
+
+def test_a_yaml_file_that_is_not_a_mapping_is_an_error(tmp_path: Path) -> None:
+    assert "invalid registry file" in registry_error(write(tmp_path, "r.yaml", "- a\n- b\n"))
+
+
+def test_a_missing_file_is_an_error(tmp_path: Path) -> None:
+    assert "cannot read" in registry_error(tmp_path / "missing.yaml")
+
+
+def test_an_unknown_file_type_is_an_error(tmp_path: Path) -> None:
+    assert "unknown file type" in registry_error(write(tmp_path, "registry.json", "{}"))
+
+
+# --- the repository -----------------------------------------------------------------------------
+
+
+def test_an_import_is_stored_and_read_back(tmp_path: Path, repository: RegistryRepository) -> None:
+    registry = load_registry_file(write(tmp_path, "r.yaml", YAML))
+    assert repository.upsert_institutions(registry.institutions) == 2
+    assert repository.upsert_devices(registry.devices) == 2
+    assert repository.institutions() == registry.institutions
+    assert repository.devices() == sorted(registry.devices, key=lambda d: d.id)
+    assert repository.institution("inst-1") == registry.institutions[0]
+    assert repository.device("gas-101") == registry.devices[0]
+    assert repository.device("nope") is None
+    assert repository.institution("nope") is None
+    assert repository.ping() is True
+
+
+def test_csv_imports_are_stored(tmp_path: Path, repository: RegistryRepository) -> None:
+    institutions = load_registry_file(write(tmp_path, "i.csv", INSTITUTIONS_CSV)).institutions
+    devices = load_registry_file(write(tmp_path, "d.csv", DEVICES_CSV)).devices
+    repository.upsert_institutions(institutions)
+    repository.upsert_devices(devices)
+    assert [i.id for i in repository.institutions()] == ["inst-3", "inst-4"]
+    stored = repository.device("gas-302")
+    assert stored is not None
+    assert stored.thresholds == {"gas_lel_pct": 15.5}
+    assert stored.location.room == "厨房"
+
+
+def test_upserting_twice_updates_instead_of_duplicating(
+    tmp_path: Path, repository: RegistryRepository
+) -> None:
+    registry = load_registry_file(write(tmp_path, "r.yaml", YAML))
+    repository.upsert_institutions(registry.institutions)
+    repository.upsert_devices(registry.devices)
+
+    changed = YAML.replace("阳光养老院", "阳光颐养中心").replace(
+        "heartbeat_s: 120", "heartbeat_s: 90"
+    )
+    changed = changed.replace('safety_manager: {name: 李四, phone: "13800000002"}', "")
+    again = load_registry_file(write(tmp_path, "r2.yaml", changed))
+    repository.upsert_institutions(again.institutions)
+    repository.upsert_devices(again.devices)
+
+    assert len(repository.institutions()) == 2
+    assert len(repository.devices()) == 2
+    home = repository.institution("inst-1")
+    assert home is not None
+    assert home.name == "阳光颐养中心"
+    assert home.safety_manager is None  # a field removed from the file is cleared
+    gas = repository.device("gas-101")
+    assert gas is not None and gas.heartbeat_s == 90
+
+
+def test_a_device_of_an_unknown_institution_is_refused_and_nothing_is_stored(
+    tmp_path: Path, repository: RegistryRepository
+) -> None:
+    devices = load_registry_file(write(tmp_path, "d.csv", DEVICES_CSV)).devices
+    with pytest.raises(RegistryError, match="smoke-301") as caught:
+        repository.upsert_devices(devices)
+    assert "inst-3" in str(caught.value)
+    assert repository.devices() == []
+
+
+def test_auto_registered_devices_get_a_placeholder_institution(
+    repository: RegistryRepository,
+) -> None:
+    repository.add_auto_registered(
+        [
+            Device(id="d-1", institution="new-inst", kind=DeviceKind.CO, auto_registered=True),
+            Device(id="d-2", institution="new-inst", kind=DeviceKind.GAS, auto_registered=True),
+        ]
+    )
+    placeholder = repository.institution("new-inst")
+    assert placeholder is not None
+    assert (placeholder.name, placeholder.type) == ("new-inst", InstitutionType.OTHER)
+    assert [d.id for d in repository.devices()] == ["d-1", "d-2"]
+
+
+def test_auto_registration_never_overwrites_the_registry(
+    tmp_path: Path, repository: RegistryRepository
+) -> None:
+    registry = load_registry_file(write(tmp_path, "r.yaml", YAML))
+    repository.upsert_institutions(registry.institutions)
+    repository.upsert_devices(registry.devices)
+    repository.add_auto_registered(
+        [Device(id="gas-101", institution="other", kind=DeviceKind.MULTI, auto_registered=True)]
+    )
+    gas = repository.device("gas-101")
+    assert gas is not None
+    assert (gas.institution, gas.kind, gas.auto_registered) == ("inst-1", DeviceKind.GAS, False)
+    assert repository.institution("other") is None
+    home = repository.institution("inst-1")
+    assert home is not None and home.name == "阳光养老院"
+
+
+# --- the directory ------------------------------------------------------------------------------
+
+
+def test_load_and_lookup(tmp_path: Path, repository: RegistryRepository) -> None:
+    registry = load_registry_file(write(tmp_path, "r.yaml", YAML))
+    repository.upsert_institutions(registry.institutions)
+    repository.upsert_devices(registry.devices)
+    directory = DeviceDirectory(repository, auto_register=False)
+    assert directory.lookup("gas-101") is None  # nothing until loaded
+    assert directory.load() == 2
+    assert directory.lookup("gas-101") == DeviceInfo("gas-101", "inst-1", DeviceKind.GAS, 120)
+    assert directory.lookup("smoke-201") == DeviceInfo("smoke-201", "inst-1", DeviceKind.SMOKE, 300)
+    assert directory.lookup("unknown") is None
+
+
+def test_admit_a_known_device_returns_the_registry_entry(
+    tmp_path: Path, repository: RegistryRepository
+) -> None:
+    registry = load_registry_file(write(tmp_path, "r.yaml", YAML))
+    repository.upsert_institutions(registry.institutions)
+    repository.upsert_devices(registry.devices)
+    for auto_register in (True, False):
+        directory = DeviceDirectory(repository, auto_register=auto_register)
+        directory.load()
+        info = directory.admit("inst-1", "gas-101", DeviceKind.SMOKE)
+        assert info == DeviceInfo("gas-101", "inst-1", DeviceKind.GAS, 120)  # the registry wins
+
+
+def test_admit_auto_registers_and_stores_the_device(repository: RegistryRepository) -> None:
+    directory = DeviceDirectory(repository, auto_register=True)
+    assert directory.load() == 0
+    directory.start()
+    try:
+        info = directory.admit("new-inst", "new-dev", DeviceKind.CO)
+        assert info == DeviceInfo("new-dev", "new-inst", DeviceKind.CO, 300)
+        assert directory.lookup("new-dev") == info  # known in memory at once
+        assert directory.admit("new-inst", "new-dev", DeviceKind.GAS) == info
+        unknown_kind = directory.admit("new-inst", "other-dev", None)
+        assert unknown_kind is not None and unknown_kind.kind is DeviceKind.MULTI
+    finally:
+        directory.stop()
+    stored = repository.device("new-dev")
+    assert stored is not None
+    assert (stored.institution, stored.kind, stored.auto_registered) == (
+        "new-inst",
+        DeviceKind.CO,
+        True,
+    )
+    assert [d.id for d in repository.devices()] == ["new-dev", "other-dev"]
+    placeholder = repository.institution("new-inst")
+    assert placeholder is not None and placeholder.type is InstitutionType.OTHER
+    # A fresh directory reads them back: auto-registrations survive a restart.
+    again = DeviceDirectory(repository, auto_register=False)
+    assert again.load() == 2
+    assert again.lookup("new-dev") == info
+
+
+def test_admit_under_an_existing_institution_keeps_it(
+    tmp_path: Path, repository: RegistryRepository
+) -> None:
+    repository.upsert_institutions(load_registry_file(write(tmp_path, "r.yaml", YAML)).institutions)
+    directory = DeviceDirectory(repository, auto_register=True)
+    directory.start()
+    directory.admit("inst-2", "smoke-9", DeviceKind.SMOKE)
+    directory.stop()
+    home = repository.institution("inst-2")
+    assert home is not None
+    assert (home.name, home.type) == ("儿童福利院", InstitutionType.CHILD_WELFARE)
+    stored = repository.device("smoke-9")
+    assert stored is not None and stored.institution == "inst-2"
+
+
+def test_admissions_before_start_are_written_once_started(repository: RegistryRepository) -> None:
+    directory = DeviceDirectory(repository, auto_register=True)
+    directory.admit("inst-1", "early", DeviceKind.GAS)
+    assert repository.device("early") is None  # not written yet: no writer running
+    directory.start()
+    directory.stop()
+    assert repository.device("early") is not None
+
+
+def test_admit_refuses_unknown_devices_without_auto_register(
+    repository: RegistryRepository,
+) -> None:
+    directory = DeviceDirectory(repository, auto_register=False)
+    directory.load()
+    directory.start()
+    assert directory.admit("inst-1", "stranger", DeviceKind.GAS) is None
+    directory.stop()
+    assert directory.lookup("stranger") is None
+    assert repository.devices() == []
+    assert repository.institutions() == []
+
+
+class _FailingRepository(RegistryRepository):
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        super().__init__(sessions)
+        self.attempts = 0
+
+    def add_auto_registered(self, devices: Iterable[Device]) -> None:
+        self.attempts += 1
+        raise OSError("database is down")
+
+
+def test_a_database_failure_keeps_the_device_known_in_memory(
+    sessions: sessionmaker[Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    repository = _FailingRepository(sessions)
+    directory = DeviceDirectory(repository, auto_register=True)
+    directory.start()
+    info = directory.admit("inst-1", "dev-1", DeviceKind.GAS)
+    directory.stop()
+    assert repository.attempts == 1
+    assert directory.lookup("dev-1") == info
+    assert "could not store 1 auto-registered devices" in caplog.text
+
+
+def test_stop_without_start_is_harmless(repository: RegistryRepository) -> None:
+    directory = DeviceDirectory(repository, auto_register=True)
+    directory.stop()
+    assert directory.lookup("x") is None
