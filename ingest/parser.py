@@ -27,6 +27,7 @@ TOPIC_CACHE_MAX = 300_000
 class Reason:
     """Dead-letter reason codes, stable: operators filter and count by them."""
 
+    EMPTY = "empty_payload"
     OVERSIZED = "oversized_payload"
     BAD_ENCODING = "bad_encoding"
     BAD_JSON = "bad_json"
@@ -101,6 +102,9 @@ class Parser:
     def _decode(
         self, raw: RawMessage, institution: str, device: str, channel: Channel
     ) -> Telemetry | Event | Status:
+        if not raw.payload:
+            # Also what clearing a retained status looks like: still not a device message.
+            raise _Bad(Reason.EMPTY, "empty payload")
         if len(raw.payload) > MAX_PAYLOAD_BYTES:
             raise _Bad(Reason.OVERSIZED, f"{len(raw.payload)} bytes > {MAX_PAYLOAD_BYTES}")
         try:

@@ -132,6 +132,7 @@ class MalformedKind(StrEnum):
     NOT_UTF8 = "not_utf8"
     NOT_AN_OBJECT = "not_an_object"
     INVALID_ID = "invalid_id"
+    EMPTY = "empty"
 
 
 # The dead-letter reason hazardwatch should record; the same strings as ingest's reason codes.
@@ -145,6 +146,7 @@ EXPECTED_REASON: Final[Mapping[MalformedKind, str]] = {
     MalformedKind.NOT_UTF8: "bad_encoding",
     MalformedKind.NOT_AN_OBJECT: "not_an_object",
     MalformedKind.INVALID_ID: "invalid_id",
+    MalformedKind.EMPTY: "empty_payload",
 }
 
 _WRONG_TYPES: Final[tuple[tuple[str, object], ...]] = (
@@ -199,7 +201,6 @@ def _bad_json(rng: random.Random, t: _Target) -> tuple[str, bytes]:
         text[:-1] + ",}",
         text.replace('"', "'"),
         text[:-1] + ',"co_ppm":NaN}',
-        "",
     )
     return _device_topic(t), rng.choice(variants).encode()
 
@@ -272,6 +273,7 @@ def _invalid_id(rng: random.Random, t: _Target) -> tuple[str, bytes]:
 
 _MAKERS: Final[Mapping[MalformedKind, Callable[[random.Random, _Target], tuple[str, bytes]]]] = {
     MalformedKind.BAD_JSON: _bad_json,
+    MalformedKind.EMPTY: lambda _rng, t: (_device_topic(t), b""),
     MalformedKind.WRONG_TYPE: _wrong_type,
     MalformedKind.OUT_OF_RANGE: _out_of_range,
     MalformedKind.UNKNOWN_TOPIC: _unknown_topic,

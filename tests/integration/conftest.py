@@ -9,9 +9,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
+from core.db import make_engine, session_factory, upgrade
+from core.registry.directory import DeviceDirectory
+from core.registry.models import RegistryFile
+from core.registry.repository import RegistryRepository
+from core.settings import parse_mqtt_url
+from ingest.sinks.influx_v1 import InfluxV1Sink
+from ingest.stage import IngestStage
 from tests.servers import InfluxDB1, Mosquitto, MosquittoFactory, Postgres, require_binary
 
 
@@ -84,3 +92,68 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[MosquittoFactory]:
     yield start
     for broker in brokers:
         broker.stop()
+
+
+def make_directory(
+    path: Path, *, auto_register: bool = True, registry: RegistryFile | None = None
+) -> DeviceDirectory:
+    """A device directory over a fresh SQLite registry at `path`, optionally filled."""
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    repository = RegistryRepository(session_factory(make_engine(url)))
+    if registry is not None:
+        repository.upsert_institutions(registry.institutions)
+        repository.upsert_devices(registry.devices)
+    directory = DeviceDirectory(repository, auto_register=auto_register)
+    directory.load()
+    return directory
+
+
+class StageFactory(Protocol):
+    """Starts an ingest stage against a broker and an InfluxDB database."""
+
+    def __call__(
+        self,
+        broker: Mosquitto,
+        *,
+        influx: tuple[InfluxDB1, str] | None = None,
+        auto_register: bool = True,
+        registry: RegistryFile | None = None,
+    ) -> IngestStage: ...
+
+
+@pytest.fixture
+def stage_factory(
+    tmp_path: Path, influxdb: InfluxDB1, influx_db: str, mqtt_topic_prefix: str
+) -> Iterator[StageFactory]:
+    """Ingest stages on the test's topic prefix, stopped after the test."""
+    stages: list[IngestStage] = []
+
+    def make(
+        broker: Mosquitto,
+        *,
+        influx: tuple[InfluxDB1, str] | None = None,
+        auto_register: bool = True,
+        registry: RegistryFile | None = None,
+    ) -> IngestStage:
+        server, db = influx or (influxdb, influx_db)
+        n = len(stages)
+        stage = IngestStage(
+            data_dir=tmp_path / f"data-{n}",
+            sink=InfluxV1Sink(server.url, db),
+            directory=make_directory(
+                tmp_path / f"registry-{n}.sqlite", auto_register=auto_register, registry=registry
+            ),
+            endpoint=parse_mqtt_url(broker.url),
+            client_id=f"hw-{uuid.uuid4().hex[:8]}",
+            prefix=mqtt_topic_prefix,
+        )
+        stage.start()
+        assert stage.source.wait_connected(10), "ingest did not connect to Mosquitto"
+        stages.append(stage)
+        return stage
+
+    yield make
+    for stage in stages:
+        if stage.committer._thread is not None:
+            stage.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -41,10 +42,15 @@ class Publisher:
         self._client.max_queued_messages_set(0)
         self._client.max_inflight_messages_set(1000)
         self._client.reconnect_delay_set(0.1, 1)  # type: ignore[arg-type]
-        self._infos: list[mqtt.MQTTMessageInfo] = []
+        self.sent = 0
+        self.acked = 0
+        self._client.on_publish = self._on_publish
         self._client.connect(endpoint.host, endpoint.port)
         self._client.loop_start()
-        self.sent = 0
+
+    def _on_publish(self, *_args: Any) -> None:
+        # Once per message: paho forgets a message at its first PUBACK, even one sent twice.
+        self.acked += 1
 
     def publish(
         self, topic: str, payload: bytes | str | dict[str, Any], retain: bool = False
@@ -52,17 +58,66 @@ class Publisher:
         """Publish with QoS 1."""
         if isinstance(payload, dict):
             payload = json.dumps(payload)
-        self._infos.append(self._client.publish(topic, payload, qos=1, retain=retain))
+        # Packet ids wrap at 65,535 (MQTT 5.0 section 2.2.1): paho refuses one still in flight,
+        # and this waits for it to be free instead.
+        while self._client.publish(topic, payload, qos=1, retain=retain).rc == (
+            mqtt.MQTT_ERR_QUEUE_SIZE
+        ):
+            time.sleep(0.005)
         self.sent += 1
 
     def wait_all_acked(self, timeout: float = 30.0) -> None:
         """Block until the broker has acknowledged every publish."""
-        wait_until(
-            lambda: all(info.is_published() for info in self._infos), timeout, "broker PUBACKs"
-        )
-        self._infos.clear()
+        wait_until(lambda: self.acked >= self.sent, timeout, "broker PUBACKs")
 
     def close(self) -> None:
         """Disconnect."""
         self._client.disconnect()
         self._client.loop_stop()
+
+
+class Stream:
+    """A thread that publishes `total` messages at about `rate` per second, through outages.
+
+    paho keeps unacknowledged QoS 1 messages and sends them again after a reconnect (with the
+    DUP flag), so a broker restart delays the stream but loses nothing from it.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        message: Callable[[int], tuple[str, dict[str, Any]]],
+        total: int,
+        rate: float,
+    ) -> None:
+        self._publisher = Publisher(url)
+        self._message = message
+        self.total = total
+        self._interval = 1.0 / rate
+        self.sent = 0
+        self._thread = threading.Thread(target=self._run, name="test-stream", daemon=True)
+
+    def start(self) -> Stream:
+        """Begin publishing."""
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        for i in range(self.total):
+            delay = started + i * self._interval - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self._publisher.publish(*self._message(i))
+            self.sent = i + 1
+
+    def wait_sent(self, count: int, timeout: float = 60.0) -> None:
+        """Block until `count` messages have been handed to the client."""
+        wait_until(lambda: self.sent >= count, timeout, f"{count} messages sent")
+
+    def finish(self, timeout: float = 120.0) -> None:
+        """Wait until every message is published and acknowledged by the broker, then close."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the stream did not finish"
+        self._publisher.wait_all_acked(timeout)
+        self._publisher.close()

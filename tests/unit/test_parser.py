@@ -321,11 +321,16 @@ def test_a_payload_that_is_not_utf8_is_rejected(topic: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "payload", [b"", b"{", b"{'seq': 1}", b'{"seq": 1,}', b"online please", b"[" * 5000]
+    "payload", [b"{", b"{'seq': 1}", b'{"seq": 1,}', b"online please", b"[" * 5000]
 )
 def test_a_payload_that_is_not_json_is_rejected(payload: bytes) -> None:
     assert reason(TELEMETRY, payload) == Reason.BAD_JSON
     assert reason(EVENT, payload) == Reason.BAD_JSON
+
+
+@pytest.mark.parametrize("topic", [TELEMETRY, EVENT, STATUS])
+def test_an_empty_payload_has_its_own_reason(topic: str) -> None:
+    assert reason(topic, b"") == Reason.EMPTY
 
 
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])

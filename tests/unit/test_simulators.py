@@ -16,6 +16,8 @@ import yaml
 from core.errors import ConfigError
 from core.models import ID_RE, MAX_PAYLOAD_BYTES, DeviceKind, EventSource, EventType, FaultCode
 from core.registry.models import RegistryFile
+from ingest.messages import Accepted, RawMessage
+from ingest.parser import Parser
 from simulators import cli
 from simulators.device import SimDevice
 from simulators.fleet import Fleet
@@ -114,6 +116,8 @@ def check(topic: str, payload: bytes) -> dict[str, object] | str:
             raise Bad("unknown_topic")
         if not (ID_RE.match(parts[2]) and ID_RE.match(parts[3])):
             raise Bad("invalid_id")
+        if not payload:
+            raise Bad("empty_payload")
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise Bad("oversized_payload")
         try:
@@ -302,22 +306,20 @@ def test_malformed_payload_draws_every_kind() -> None:
 
 
 def test_ingest_parser_rejects_malformed_with_the_expected_reason() -> None:
-    parser_module = pytest.importorskip("ingest.parser")
-    messages = pytest.importorskip("ingest.messages")
-    parser = parser_module.Parser(PREFIX)
+    parser = Parser(PREFIX)
     received = datetime.fromtimestamp(NOW_MS / 1000, UTC)
     rng = random.Random(2)
     for kind in MalformedKind:
         for _ in range(20):
             topic, payload, reason = malformed_of(kind, rng, now_ms=NOW_MS)
-            verdict = parser.parse(messages.RawMessage(topic, payload, received))
+            verdict = parser.parse(RawMessage(topic, payload, received))
             assert getattr(verdict, "reason", None) == reason, (kind, topic, payload[:120])
     device = SimDevice(_spec(DeviceKind.MULTI))
     for _ in range(200):
         message = device.next_message(NOW_MS)
         assert message is not None
-        verdict = parser.parse(messages.RawMessage(message.topic, message.payload, received))
-        assert isinstance(verdict, messages.Accepted), verdict
+        verdict = parser.parse(RawMessage(message.topic, message.payload, received))
+        assert isinstance(verdict, Accepted), verdict
 
 
 def test_pacer_keeps_the_rate_without_drift() -> None:
