@@ -8,7 +8,10 @@ subscriber sustains, without a publisher competing for the same two cores.
 
 Prints, for the same machine and run:
 - raw broker: a bare paho-mqtt subscriber (QoS 1, automatic PUBACK, json.loads) — the ceiling;
+  and a bare aiomqtt subscriber the same way;
 - raw database: batched line-protocol writes of 5,000 points straight to InfluxDB;
+- the peer: Node-RED MQTT in -> InfluxDB out (../shared/peers/nodered), with a live publisher,
+  and hazardwatch measured the same way beside it;
 - hazardwatch ingest at several in-flight windows (MQTT 5 Receive Maximum): messages/s until
   every message is durable and acknowledged, and until every point is in InfluxDB.
 """
@@ -19,6 +22,7 @@ import argparse
 import json
 import multiprocessing
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -30,6 +34,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bench.machine import describe
+from bench.peers import NodeRed, aiomqtt_drain, count_points, drain_rate, nodered
 from core.db import make_engine, session_factory, upgrade
 from core.registry.directory import DeviceDirectory
 from core.registry.repository import RegistryRepository
@@ -57,7 +62,14 @@ def payload(i: int) -> bytes:
     return json.dumps(body).encode()
 
 
-def _publish(url: str, prefix: str, count: int) -> None:
+def publish(url: str, prefix: str, count: int, first: int = 0) -> None:
+    """Publish messages `first` … `first + count - 1` at QoS 1 from another process."""
+    process = multiprocessing.Process(target=_publish, args=(url, prefix, count, first))
+    process.start()
+    process.join()
+
+
+def _publish(url: str, prefix: str, count: int, first: int) -> None:
     endpoint = parse_mqtt_url(url)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:6]}")
     client.max_inflight_messages_set(1000)
@@ -65,9 +77,13 @@ def _publish(url: str, prefix: str, count: int) -> None:
     client.connect(endpoint.host, endpoint.port)
     client.loop_start()
     infos = []
-    for i in range(count):
+    for i in range(first, first + count):
         topic = f"{prefix}/inst-{i % 50:03d}/dev-{i % DEVICES:04d}/telemetry"
         infos.append(client.publish(topic, payload(i), qos=1))
+        if len(infos) >= 50_000:  # packet ids wrap at 65,535
+            for info in infos:
+                info.wait_for_publish(120)
+            infos.clear()
     for info in infos:
         info.wait_for_publish(120)
     client.disconnect()
@@ -86,9 +102,7 @@ def queue_for(broker: Mosquitto, client_id: str, prefix: str, count: int) -> Non
     time.sleep(0.3)
     sub.disconnect()
     sub.loop_stop()
-    process = multiprocessing.Process(target=_publish, args=(broker.url, prefix, count))
-    process.start()
-    process.join()
+    publish(broker.url, prefix, count)
 
 
 def raw_broker(broker: Mosquitto, count: int) -> float:
@@ -175,11 +189,40 @@ def hazardwatch(
     return count / durable, count / stored
 
 
+def hazardwatch_live(broker: Mosquitto, influx: InfluxDB1, count: int, work: Path) -> float:
+    """Msg/s into InfluxDB while a publisher sends `count` messages: how the peer is measured."""
+    prefix = f"live-{uuid.uuid4().hex[:6]}/hazardwatch/v1"
+    influx.create_database("live")
+    url = f"sqlite:///{work / 'live.sqlite'}"
+    upgrade(url)
+    stage = IngestStage(
+        data_dir=work / "data-live",
+        sink=InfluxV1Sink(influx.url, "live"),
+        directory=DeviceDirectory(
+            RegistryRepository(session_factory(make_engine(url))), auto_register=True
+        ),
+        endpoint=parse_mqtt_url(broker.url),
+        client_id=f"bench-live-{uuid.uuid4().hex[:6]}",
+        prefix=prefix,
+    )
+    stage.start()
+    try:
+        assert stage.source.wait_connected(10)
+        publisher = threading.Thread(target=publish, args=(broker.url, prefix, count))
+        publisher.start()
+        rate = drain_rate(lambda: count_points(influx, "live"), count)
+        publisher.join()
+        return rate
+    finally:
+        stage.stop()
+
+
 def main() -> None:
     """Run every measurement and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--windows", default="20,100,1000", help="Receive Maximum values")
+    parser.add_argument("--no-peer", action="store_true", help="skip Node-RED")
     args = parser.parse_args()
     print(describe())
     with tempfile.TemporaryDirectory() as tmp:
@@ -187,21 +230,43 @@ def main() -> None:
         broker = Mosquitto(work / "mosquitto").start()
         influx = InfluxDB1(work / "influx").start()
         try:
-            n = args.messages
-            print(f"messages: {n} (about {len(payload(0))} bytes each, {DEVICES} devices)")
-            broker_rate, database_rate = raw_broker(broker, n), raw_database(influx, n)
-            print(f"raw broker   (paho, auto-ack, json.loads): {broker_rate:>9,.0f} msg/s")
-            print(f"raw database (InfluxDB /write, 5000/batch): {database_rate:>9,.0f} points/s")
-            for window in (int(w) for w in args.windows.split(",")):
-                durable, stored = hazardwatch(broker, influx, n, window, work)
-                print(
-                    f"hazardwatch, Receive Maximum {window:>5}: "
-                    f"{durable:>9,.0f} msg/s durable+acked, "
-                    f"{stored:>9,.0f} msg/s in InfluxDB"
-                )
+            _measure(broker, influx, args.messages, args.windows, not args.no_peer, work)
         finally:
             influx.stop()
             broker.stop()
+
+
+def _measure(
+    broker: Mosquitto, influx: InfluxDB1, n: int, windows: str, with_peer: bool, work: Path
+) -> None:
+    print(f"messages: {n} (about {len(payload(0))} bytes each, {DEVICES} devices), QoS 1")
+    paho_rate = raw_broker(broker, n)
+    print(f"baseline  paho subscriber (auto-ack, json.loads): {paho_rate:>9,.0f} msg/s")
+    client_id = f"bench-aio-{uuid.uuid4().hex[:6]}"
+    queue_for(broker, client_id, f"aio-{client_id}/hazardwatch/v1", n)
+    aio_rate = aiomqtt_drain(broker, client_id, n)
+    print(f"baseline  aiomqtt subscriber (auto-ack, json.loads): {aio_rate:>8,.0f} msg/s")
+    database_rate = raw_database(influx, n)
+    print(f"baseline  InfluxDB /write, 5,000 points a batch: {database_rate:>10,.0f} points/s")
+    peer_rate = None
+    why_not = NodeRed.available() if with_peer else "--no-peer"
+    if why_not is None:
+        peer_rate = nodered(
+            broker, influx, n, work / "nodered.log", lambda *a: publish(broker.url, *a)
+        )
+        print(f"peer      Node-RED, live publisher:        {peer_rate:>9,.0f} msg/s in InfluxDB")
+    else:
+        print(f"peer      Node-RED not measured: {why_not}")
+    live = hazardwatch_live(broker, influx, n, work)
+    vs_peer = f" ({live / peer_rate:.2f}x Node-RED)" if peer_rate else ""
+    print(f"hazardwatch, live publisher:             {live:>9,.0f} msg/s in InfluxDB{vs_peer}")
+    for window in (int(w) for w in windows.split(",")):
+        durable, stored = hazardwatch(broker, influx, n, window, work)
+        ratios = f"{stored / paho_rate:.2f} of paho"
+        print(
+            f"hazardwatch, Receive Maximum {window:>5}: {durable:>9,.0f} msg/s durable+acked, "
+            f"{stored:>9,.0f} msg/s in InfluxDB ({ratios})"
+        )
 
 
 if __name__ == "__main__":

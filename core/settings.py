@@ -16,6 +16,9 @@ from pydantic_settings import (
 
 from core.errors import ConfigError
 
+# The embedded broker (no HAZARDWATCH_MQTT_URL) listens on MQTT's IANA port unless told.
+EMBEDDED_BROKER_PORT = 1883
+
 
 class MqttEndpoint(BaseModel):
     """A broker address parsed from `mqtt://user:pass@host:port` or `mqtts://…`."""

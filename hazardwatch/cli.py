@@ -11,7 +11,7 @@ from pathlib import Path
 
 from core.errors import HazardwatchError
 from core.logs import setup_logging
-from core.settings import Settings, load_settings
+from core.settings import EMBEDDED_BROKER_PORT, Settings, load_settings
 
 log = logging.getLogger("hazardwatch")
 
@@ -26,7 +26,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     log.info("starting with %s", settings.redacted())
-    asyncio.run(run(Service(settings)))
+    asyncio.run(run(Service(settings, embedded_broker_port=args.embedded_broker_port)))
     return 0
 
 
@@ -96,8 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(func=func)
         return sub
 
-    verb("run", cmd_run, "run the whole service")
+    run_verb = verb("run", cmd_run, "run the whole service")
     demo = verb("demo", cmd_demo, "run the service with embedded defaults and a simulated fleet")
+    for sub in (run_verb, demo):
+        sub.add_argument(
+            "--embedded-broker-port",
+            type=int,
+            default=EMBEDDED_BROKER_PORT,
+            metavar="PORT",
+            help=f"port of the embedded MQTT broker, used when HAZARDWATCH_MQTT_URL is unset "
+            f"(default {EMBEDDED_BROKER_PORT})",
+        )
     from simulators.cli import add_arguments
 
     add_arguments(demo)

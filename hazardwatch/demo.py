@@ -44,7 +44,7 @@ def _banner(settings: Settings, broker_url: str, token: str) -> str:
 
 async def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Start everything; stop on SIGINT/SIGTERM or after --duration/--count."""
-    service = Service(settings)
+    service = Service(settings, embedded_broker_port=args.embedded_broker_port)
     stop = asyncio.Event()
 
     async def simulate(started: Service) -> None:

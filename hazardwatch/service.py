@@ -19,7 +19,7 @@ from core.db import make_engine, session_factory, upgrade
 from core.ports import TimeSeriesSink
 from core.registry.directory import DeviceDirectory
 from core.registry.repository import RegistryRepository
-from core.settings import Settings
+from core.settings import EMBEDDED_BROKER_PORT, Settings
 from ingest.embedded_broker import EmbeddedBroker
 from ingest.sinks.embedded import EmbeddedSink
 from ingest.sinks.influx_v1 import InfluxV1Sink
@@ -27,7 +27,6 @@ from ingest.sinks.influx_v2 import InfluxV2Sink
 from ingest.stage import CLIENT_ID, IngestStage
 
 log = logging.getLogger(__name__)
-EMBEDDED_BROKER_PORT = 1883
 
 
 def build_sink(settings: Settings) -> TimeSeriesSink:
