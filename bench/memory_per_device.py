@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import resource
+import os
 import tempfile
 import tracemalloc
 from datetime import UTC, datetime
@@ -64,6 +64,12 @@ def _feed(stage: IngestStage, devices: int, readings: int) -> None:
             )
 
 
+def _rss() -> int:
+    """Resident set size now, in bytes (Linux)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
 def _measure(devices: int, readings: int) -> tuple[float, float]:
     """(traced bytes per device, RSS growth per device) after feeding `devices`."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,13 +77,13 @@ def _measure(devices: int, readings: int) -> tuple[float, float]:
         gc.collect()
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        rss_before = _rss()
         _feed(stage, devices, readings)
         stage.committer.stop()
         gc.collect()
         traced = tracemalloc.get_traced_memory()[0] - before
         tracemalloc.stop()
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
+        rss = _rss() - rss_before
         stage.directory.stop()
         stage.spool.close()
         stage.dead_letters.close()
