@@ -33,7 +33,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the service with embedded defaults plus a simulated fleet."""
     from hazardwatch.demo import run_demo
+    from simulators.cli import export_fleet
 
+    if args.export_registry is not None:
+        return export_fleet(args)
     return asyncio.run(run_demo(_settings(args), args))
 
 

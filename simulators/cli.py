@@ -114,7 +114,8 @@ def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
             loop.remove_signal_handler(signum)
 
 
-def _export(args: argparse.Namespace) -> int:
+def export_fleet(args: argparse.Namespace) -> int:
+    """Write the fleet the options describe as a registry file."""
     heartbeat = heartbeat_for(args.devices, args.rate, args.malformed)
     spec = build_fleet_spec(args.institutions, args.devices, args.seed, heartbeat_s=heartbeat)
     write_registry(spec, args.export_registry)
@@ -129,7 +130,7 @@ async def run(args: argparse.Namespace) -> int:
     """Run the simulators (or export the registry); 0 on success, 2 on bad options."""
     try:
         if args.export_registry is not None:
-            return await asyncio.to_thread(_export, args)
+            return await asyncio.to_thread(export_fleet, args)
         options = options_from_args(args)
     except (ConfigError, ValueError, OSError) as exc:
         print(f"simulate: {exc}", file=sys.stderr)
