@@ -464,3 +464,17 @@ def test_stop_without_start_is_harmless(repository: RegistryRepository) -> None:
     directory = DeviceDirectory(repository, auto_register=True)
     directory.stop()
     assert directory.lookup("x") is None
+
+
+def test_import_works_before_the_data_dir_exists(tmp_path: Path) -> None:
+    from hazardwatch.cli import main
+
+    source = tmp_path / "institutions.csv"
+    source.write_text("id,name\ninst-1,阳光养老院\n", encoding="utf-8")
+    data = tmp_path / "not" / "yet"
+    env = {"HAZARDWATCH_DATA_DIR": str(data)}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        assert main(["registry", "import", str(source)]) == 0
+    assert (data / "hazardwatch.sqlite").is_file()
