@@ -1,9 +1,9 @@
-"""Where ingest's time goes: the receive path under cProfile, without the network.
+"""Where ingest's time goes: the digester under cProfile, without the network.
 
-The same messages as `bench.ingest_throughput` go through the receive path that paho's network
-thread runs for each message (parse, validate, registry, duplicates, encode, hand to the group
-commit), with the spool writing and fsyncing in its thread as in production. Prints the rate
-of the receive path alone, with and without the profiler, and the functions that cost most.
+The same messages as `bench.ingest_throughput`, as raw spool records, go through what the
+digester thread does with each batch from the edge process (decode, parse, validate, registry,
+duplicates, listeners, encode, append to the points spool with fdatasync). Prints the rate of
+the digester alone, with and without the profiler, and the functions that cost most.
 
     .venv/bin/python -m bench.ingest_profile [--messages 200000]
 """
@@ -16,38 +16,44 @@ import io
 import pstats
 import tempfile
 import time
-from datetime import UTC, datetime
+import time as clock
 from pathlib import Path
 
 from bench.ingest_throughput import DEVICES, payload
 from bench.machine import describe
 from bench.memory_per_device import _stage
-from ingest.messages import RawMessage
+from ingest.edge import encode_raw
+from ingest.stage import DIGEST_BATCH
 
 
-def _messages(count: int) -> list[RawMessage]:
-    now = datetime.now(UTC)
+def _messages(count: int) -> list[tuple[int, bytes]]:
+    now = clock.time_ns() // 1_000_000
     return [
-        RawMessage(
-            f"hazardwatch/v1/inst-{i % 50:03d}/dev-{i % DEVICES:04d}/telemetry", payload(i), now
+        (
+            i + 1,
+            encode_raw(
+                now,
+                False,
+                False,
+                f"hazardwatch/v1/inst-{i % 50:03d}/dev-{i % DEVICES:04d}/telemetry".encode(),
+                payload(i),
+            ),
         )
         for i in range(count)
     ]
 
 
-def _run(messages: list[RawMessage], profile: cProfile.Profile | None) -> float:
-    """Receive-path messages per second, until every message is durable in the spool."""
+def _run(messages: list[tuple[int, bytes]], profile: cProfile.Profile | None) -> float:
+    """Digested messages per second, until every one is durable in the points spool."""
     with tempfile.TemporaryDirectory() as tmp:
         stage = _stage(Path(tmp))
-        handle = stage.receiver.handle
         start = time.perf_counter()
         if profile is not None:
             profile.enable()
-        for raw in messages:
-            handle(raw, None)
+        for offset in range(0, len(messages), DIGEST_BATCH):
+            stage._digest(messages[offset : offset + DIGEST_BATCH])
         if profile is not None:
             profile.disable()
-        stage.committer.stop()
         rate = len(messages) / (time.perf_counter() - start)
         assert stage.spool.committed_lsn == len(messages)
         stage.directory.stop()
@@ -57,16 +63,16 @@ def _run(messages: list[RawMessage], profile: cProfile.Profile | None) -> float:
 
 
 def main() -> None:
-    """Print the receive-path rate and the profile."""
+    """Print the digester's rate and the profile."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--top", type=int, default=20)
     args = parser.parse_args()
     print(describe())
     messages = _messages(args.messages)
-    print(f"receive path, no profiler: {_run(messages, None):>9,.0f} msg/s durable in the spool")
+    print(f"digester, no profiler: {_run(messages, None):>9,.0f} msg/s durable in the spool")
     profile = cProfile.Profile()
-    print(f"receive path, cProfile:    {_run(messages, profile):>9,.0f} msg/s")
+    print(f"digester, cProfile:    {_run(messages, profile):>9,.0f} msg/s")
     out = io.StringIO()
     stats = pstats.Stats(profile, stream=out).strip_dirs().sort_stats("tottime")
     stats.print_stats(args.top)

@@ -48,7 +48,6 @@ def _stage(work: Path) -> IngestStage:
         directory=directory,
         endpoint=parse_mqtt_url("mqtt://127.0.0.1:1"),  # never connected: no broker needed
     )
-    stage.committer.start()
     return stage
 
 
@@ -56,12 +55,10 @@ def _feed(stage: IngestStage, devices: int, readings: int) -> None:
     now = datetime.now(UTC)
     for d in range(devices):
         base = f"{PREFIX}/inst-{d % 500:03d}/dev-{d:06d}"
-        stage.receiver.handle(RawMessage(f"{base}/status", b"online", now, retained=True), None)
+        stage.receiver.handle(RawMessage(f"{base}/status", b"online", now, retained=True))
         for seq in range(readings):
             body = {"seq": seq, "kind": "smoke", "smoke_db_m": 0.02, "battery_pct": 87}
-            stage.receiver.handle(
-                RawMessage(f"{base}/telemetry", json.dumps(body).encode(), now), None
-            )
+            stage.receiver.handle(RawMessage(f"{base}/telemetry", json.dumps(body).encode(), now))
 
 
 def _rss() -> int:
@@ -79,7 +76,6 @@ def _measure(devices: int, readings: int) -> tuple[float, float]:
         before = tracemalloc.get_traced_memory()[0]
         rss_before = _rss()
         _feed(stage, devices, readings)
-        stage.committer.stop()
         gc.collect()
         traced = tracemalloc.get_traced_memory()[0] - before
         tracemalloc.stop()

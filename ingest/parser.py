@@ -41,6 +41,7 @@ class Reason:
     UNKNOWN_DEVICE = "unknown_device"
     INSTITUTION_MISMATCH = "institution_mismatch"
     STORE_REJECTED = "store_rejected"
+    INTERNAL_ERROR = "internal_error"  # a bug in hazardwatch; the message is kept
 
 
 class _Bad(Exception):

@@ -9,17 +9,18 @@ from datetime import UTC, datetime
 from core.clock import to_epoch_ms
 from core.models import Channel, DeviceKind, DeviceMessage, Event, Telemetry
 from core.registry.directory import DeviceDirectory
-from ingest.committer import Ack, GroupCommitter
 from ingest.dedupe import Deduplicator, digest
 from ingest.messages import Accepted, RawMessage, Rejected, Verdict
 from ingest.metrics import IngestMetrics
 from ingest.parser import Parser, Reason
 from ingest.points import to_points
-from ingest.records import dead_letter_of, encode_dead_letter, encode_points
+from ingest.records import DeadLetter, dead_letter_of, encode_dead_letter, encode_points
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Accepted], None]
+# What one message becomes in the spool: a record, and the dead letter if it was rejected.
+Outcome = tuple[bytes, DeadLetter | None]
 _CHANNELS = frozenset(c.value for c in Channel)
 
 
@@ -46,20 +47,18 @@ def guess_kind(message: DeviceMessage) -> DeviceKind | None:
 
 
 class Receiver:
-    """Called from the MQTT network thread for each message; never raises."""
+    """Turns each raw message, in arrival order, into a spool record; never raises."""
 
     def __init__(
         self,
         parser: Parser,
         directory: DeviceDirectory,
-        committer: GroupCommitter,
         metrics: IngestMetrics,
         dedupe: Deduplicator | None = None,
         listeners: Sequence[Listener] = (),
     ) -> None:
         self._parser = parser
         self._directory = directory
-        self._committer = committer
         self._metrics = metrics
         self.dedupe = dedupe or Deduplicator()
         self._listeners = list(listeners)
@@ -69,14 +68,16 @@ class Receiver:
         """Be told of every accepted message, in arrival order."""
         self._listeners.append(listener)
 
-    def handle(self, raw: RawMessage, ack: Ack | None) -> None:
-        """Process one message; `ack` is called once it is durable."""
+    def handle(self, raw: RawMessage, raw_lsn: int = 0) -> Outcome | None:
+        """Process one message (`raw_lsn`: its place in the raw spool); None for a duplicate."""
         try:
-            self._handle(raw, ack)
-        except Exception:  # a bug must not stop ingestion; the message stays unacknowledged
+            return self._handle(raw, raw_lsn)
+        except Exception as exc:  # a bug must not stop ingestion: keep the message
             log.exception("unexpected error on topic %s", raw.topic)
+            rejected = Rejected(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", raw)
+            return self._reject(rejected, raw.topic, digest(raw.payload), raw_lsn)
 
-    def _handle(self, raw: RawMessage, ack: Ack | None) -> None:
+    def _handle(self, raw: RawMessage, raw_lsn: int) -> Outcome | None:
         verdict = self._admit(self._parser.parse(raw))
         channel = raw.topic.rsplit("/", 1)[-1]
         channel = channel if channel in _CHANNELS else "other"
@@ -89,23 +90,22 @@ class Receiver:
             identifying = True
         if self.dedupe.is_duplicate(key, fingerprint, identifying=identifying):
             self._metrics.duplicates.inc()
-            self._committer.submit(None, ack)
-            return
+            return None
         if isinstance(verdict, Rejected):
-            self._reject(verdict, key, fingerprint, ack)
-            return
+            return self._reject(verdict, key, fingerprint, raw_lsn)
         if not verdict.message.ts_from_device:
             verdict = Accepted(self._restamp(verdict.message), raw)
         info = self._directory.lookup(verdict.message.device)
         points = to_points(verdict.message, info.kind.value if info else None)
         received_ms = to_epoch_ms(raw.received_at)
-        self._committer.submit(encode_points(key, fingerprint, received_ms, points), ack)
+        record = encode_points(key, fingerprint, received_ms, points, raw_lsn)
         self._metrics.count_accepted(channel)
         for listener in self._listeners:
             try:
                 listener(verdict)
             except Exception:  # one failing listener must not starve the others
                 log.exception("listener %r failed on %s", listener, raw.topic)
+        return record, None
 
     def _restamp(self, message: DeviceMessage) -> DeviceMessage:
         """Give a message without `ts` a receive time unique for its device.
@@ -145,9 +145,8 @@ class Receiver:
             )
         return verdict
 
-    def _reject(self, rejected: Rejected, key: str, fingerprint: int, ack: Ack | None) -> None:
+    def _reject(self, rejected: Rejected, key: str, fingerprint: int, raw_lsn: int) -> Outcome:
         letter = dead_letter_of(rejected)
-        self._committer.submit(encode_dead_letter(key, fingerprint, letter), ack)
         self._metrics.dead_lettered.labels(rejected.reason).inc()
         log.info(
             "dead letter (%s) device=%s topic=%s: %s; payload %r",
@@ -157,3 +156,4 @@ class Receiver:
             rejected.detail,
             rejected.raw.payload[:120],
         )
+        return encode_dead_letter(key, fingerprint, letter, raw_lsn), letter

@@ -40,6 +40,7 @@ class SpoolRecord:
     points: list[Point]
     dead_letter: DeadLetter | None
     received_ms: int
+    raw_lsn: int = 0  # where the message is in the raw spool (0: before there was one)
 
 
 def dead_letter_of(rejected: Rejected) -> DeadLetter:
@@ -57,18 +58,27 @@ def dead_letter_of(rejected: Rejected) -> DeadLetter:
     )
 
 
-def encode_points(key: str, digest: int, received_ms: int, points: list[Point]) -> bytes:
+def encode_points(
+    key: str, digest: int, received_ms: int, points: list[Point], raw_lsn: int = 0
+) -> bytes:
     """A record for an accepted message."""
-    body = {"k": key, "h": digest, "r": received_ms, "p": [p.to_wire() for p in points]}
+    body = {
+        "k": key,
+        "h": digest,
+        "r": received_ms,
+        "l": raw_lsn,
+        "p": [p.to_wire() for p in points],
+    }
     return orjson.dumps(body)
 
 
-def encode_dead_letter(key: str, digest: int, letter: DeadLetter) -> bytes:
+def encode_dead_letter(key: str, digest: int, letter: DeadLetter, raw_lsn: int = 0) -> bytes:
     """A record for a rejected message."""
     body = {
         "k": key,
         "h": digest,
         "r": letter.received_ms,
+        "l": raw_lsn,
         "x": {
             "t": letter.topic,
             "why": letter.reason,
@@ -98,4 +108,4 @@ def decode(body: bytes) -> SpoolRecord:
             device=x["v"],
         )
     points = [Point.from_wire(w) for w in data.get("p", ())]
-    return SpoolRecord(data["k"], data["h"], points, letter, data["r"])
+    return SpoolRecord(data["k"], data["h"], points, letter, data["r"], data.get("l", 0))

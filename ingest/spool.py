@@ -17,7 +17,7 @@ import zlib
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,22 @@ def _read_record(handle: BinaryIO) -> tuple[int, bytes] | None:
     return lsn, body
 
 
+class SpoolSource(Protocol):
+    """What a reader needs of a spool: where it is, its segments, its last durable record."""
+
+    directory: Path
+
+    @property
+    def committed_lsn(self) -> int: ...
+
+    def segments(self) -> list[int]: ...
+
+
+def list_segments(directory: Path) -> list[int]:
+    """First LSNs of the segments in a spool directory, oldest first."""
+    return sorted(int(p.stem) for p in directory.glob(f"*{SUFFIX}"))
+
+
 class Spool:
     """Durable, ordered storage of records between the receive edge and the store."""
 
@@ -54,7 +70,7 @@ class Spool:
         self._changed = threading.Condition(self._lock)
         directory.mkdir(parents=True, exist_ok=True)
         self._checkpoint = self._read_checkpoint()
-        self._segments = sorted(int(p.stem) for p in directory.glob(f"*{SUFFIX}"))
+        self._segments = list_segments(directory)
         self._committed = self._recover()
         if not self._segments:
             self._segments.append(self._committed + 1)
@@ -191,7 +207,7 @@ class SpoolReader:
 
     CHUNK = 4 << 20
 
-    def __init__(self, spool: Spool, after_lsn: int) -> None:
+    def __init__(self, spool: SpoolSource, after_lsn: int) -> None:
         self._spool = spool
         self.last_lsn = after_lsn
         self._fd: int | None = None

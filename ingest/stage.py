@@ -1,33 +1,47 @@
-"""The ingest stage wired together: MQTT → parse → spool (ack) → store, with listeners."""
+"""The ingest stage wired together.
+
+    MQTT → edge process → raw spool (fdatasync, then PUBACK)
+         → digester thread: parse, check, dedupe, listeners → points spool, dead letters
+         → forwarder thread → time-series store
+
+The edge process (ingest/edge.py) keeps the network loop away from this interpreter, so that
+receiving, which is most of the work, has a core of its own. Listeners (presence, alerts) see
+each message as soon as it is durable, without waiting for the store.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from core.ports import TimeSeriesSink
 from core.registry.directory import DeviceDirectory
 from core.settings import MqttEndpoint
-from ingest.committer import GroupCommitter
 from ingest.deadletters import DeadLetterStore
+from ingest.edge import RECEIVE_MAXIMUM, decode_raw
+from ingest.edge_process import EdgeProcess
 from ingest.forwarder import Forwarder
+from ingest.messages import RawMessage
 from ingest.metrics import IngestMetrics
-from ingest.mqtt_source import RECEIVE_MAXIMUM, MqttSource
 from ingest.parser import DEFAULT_PREFIX, Parser
 from ingest.presence import Presence
 from ingest.receiver import Receiver
-from ingest.records import decode
-from ingest.spool import Spool
+from ingest.records import DeadLetter, decode
+from ingest.spool import Spool, SpoolReader
 
 log = logging.getLogger(__name__)
 
 CLIENT_ID = "hazardwatch-ingest"
 # Redeliveries after a crash are the records at the spool's tail; this many are remembered.
 PRIME_RECORDS = 100_000
+DIGEST_BATCH = 2000
 
 
 class IngestStage:
-    """Owns the threads of ingestion; start() and stop() in that order, once."""
+    """Owns the edge process and the threads of ingestion; start() and stop(), once each."""
 
     def __init__(
         self,
@@ -48,31 +62,42 @@ class IngestStage:
         self.sink = sink
         self.directory = directory
         self.presence = Presence()
-        self.committer = GroupCommitter(self.spool, self.metrics)
         parser = Parser(prefix)
-        self.receiver = Receiver(parser, directory, self.committer, self.metrics)
+        self.receiver = Receiver(parser, directory, self.metrics)
         self.receiver.add_listener(self.presence)
         self.forwarder = Forwarder(self.spool, sink, self.dead_letters, self.metrics)
-        self.source = MqttSource(
+        self.source = EdgeProcess(
             endpoint,
+            spool_dir=data_dir / "raw",
             client_id=client_id,
             topics=parser.subscriptions,
-            handler=self.receiver.handle,
+            metrics=self.metrics,
             mqtt5=mqtt5,
             receive_maximum=receive_maximum,
         )
+        self.digested_lsn = 0
+        self._stop = threading.Event()
+        self._digester: threading.Thread | None = None
 
     def start(self) -> None:
-        """Recover, then start storing and receiving."""
-        self._prime_dedupe()
-        self.committer.start()
+        """Recover, then start storing, digesting and receiving."""
+        self.digested_lsn = self._prime_dedupe()
         self.forwarder.start()
         self.source.start()
+        self._digester = threading.Thread(target=self._digest_loop, name="digester")
+        self._digester.start()
 
     def stop(self) -> None:
-        """Stop receiving, make everything received durable, forward what the store takes."""
+        """Stop receiving, digest what is durable, forward what the store takes."""
         self.source.stop()
-        self.committer.stop()
+        end = self.source.committed_lsn
+        deadline = time.monotonic() + 30
+        while self.digested_lsn < end and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self._stop.set()
+        if self._digester is not None:
+            self._digester.join()
+            self._digester = None
         self.forwarder.stop()
         m = self.metrics
         log.info(
@@ -89,21 +114,80 @@ class IngestStage:
         self.sink.close()
         self.dead_letters.close()
 
-    def _prime_dedupe(self) -> None:
-        """Remember the spool's tail so that redeliveries after a crash are recognised."""
+    @property
+    def running(self) -> bool:
+        """True between start() and stop()."""
+        return self._digester is not None
+
+    def _digest_loop(self) -> None:
+        """Turn durable raw records, in order, into points-spool records and dead letters."""
+        reader = SpoolReader(self.source, self.digested_lsn)
+        try:
+            while not self._stop.is_set():
+                if not self.source.wait_beyond(reader.last_lsn, timeout=0.25):
+                    continue
+                batch = reader.next_batch(DIGEST_BATCH)
+                if batch:
+                    self._digest(batch)
+                    self.digested_lsn = batch[-1][0]
+                    self.source.release_through(self.digested_lsn)  # now in the points spool
+                    self.metrics.spool_bytes.set(self.spool.size_bytes() + self.source.size_bytes())
+        except Exception:  # the service cannot go on without its digester: say so loudly
+            log.critical("the digester stopped", exc_info=True)
+            raise
+        finally:
+            reader.close()
+
+    def _digest(self, batch: list[tuple[int, bytes]]) -> None:
+        bodies: list[bytes] = []
+        letters: list[tuple[int, DeadLetter]] = []  # index in bodies, dead letter
+        handle = self.receiver.handle
+        for raw_lsn, body in batch:
+            received_ms, retained, dup, topic, payload = decode_raw(body)
+            try:
+                topic_text = topic.decode()
+            except UnicodeDecodeError:
+                topic_text = topic.decode("utf-8", "replace")
+            raw = RawMessage(
+                topic=topic_text,
+                payload=payload,
+                received_at=datetime.fromtimestamp(received_ms / 1000, UTC),
+                retained=retained,
+                dup=dup,
+            )
+            outcome = handle(raw, raw_lsn)
+            if outcome is None:
+                continue
+            record, letter = outcome
+            if letter is not None:
+                letters.append((len(bodies), letter))
+            bodies.append(record)
+        if not bodies:
+            return
+        last = self.spool.append(bodies)
+        if letters:
+            # Listed at once, keyed by their points-spool LSN as the forwarder would key them
+            # (it stores them again, idempotently): visible even while the store is down.
+            first = last - len(bodies) + 1
+            self.dead_letters.add_many([(first + i, letter) for i, letter in letters])
+
+    def _prime_dedupe(self) -> int:
+        """Remember the spool's tail (redeliveries after a crash); return the last raw LSN."""
         start = max(0, self.spool.committed_lsn - PRIME_RECORDS)
         reader = self.spool.reader(start)
-        primed = 0
+        primed, raw_lsn = 0, 0
         try:
             while batch := reader.next_batch(10_000):
                 for _, body in batch:
                     record = decode(body)
                     self.receiver.dedupe.remember(record.key, record.digest)
+                    raw_lsn = max(raw_lsn, record.raw_lsn)
                     primed += 1
         finally:
             reader.close()
         if primed:
             log.info("recovered %d spooled records (%d not yet stored)", primed, self.pending)
+        return raw_lsn
 
     @property
     def pending(self) -> int:

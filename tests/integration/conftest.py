@@ -155,5 +155,5 @@ def stage_factory(
 
     yield make
     for stage in stages:
-        if stage.committer._thread is not None:
+        if stage.running:
             stage.stop()
