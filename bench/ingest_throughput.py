@@ -11,7 +11,9 @@ Prints, for the same machine and run:
   and a bare aiomqtt subscriber the same way;
 - raw database: batched line-protocol writes of 5,000 points straight to InfluxDB;
 - the peer: Node-RED MQTT in -> InfluxDB out (../shared/peers/nodered), with a live publisher,
-  and hazardwatch measured the same way beside it;
+  and hazardwatch measured the same way beside it. The publisher (bench/loadgen.py) sends
+  pre-encoded packets, more than ten times faster than either subscriber, so that a live
+  figure measures the subscriber and not the publisher;
 - hazardwatch ingest at several in-flight windows (MQTT 5 Receive Maximum): messages/s until
   every message is durable and acknowledged, and until every point is in InfluxDB.
 """
@@ -19,6 +21,7 @@ Prints, for the same machine and run:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
 import tempfile
@@ -33,6 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bench.loadgen import publish_fast, publish_fast_in_process
 from bench.machine import describe
 from bench.peers import NodeRed, aiomqtt_drain, count_points, drain_rate, nodered
 from core.db import make_engine, session_factory, upgrade
@@ -62,32 +66,14 @@ def payload(i: int) -> bytes:
     return json.dumps(body).encode()
 
 
+def message(prefix: str, i: int) -> tuple[str, bytes]:
+    """Message `i`: one of DEVICES devices in 50 institutions."""
+    return f"{prefix}/inst-{i % 50:03d}/dev-{i % DEVICES:04d}/telemetry", payload(i)
+
+
 def publish(url: str, prefix: str, count: int, first: int = 0) -> None:
     """Publish messages `first` … `first + count - 1` at QoS 1 from another process."""
-    process = multiprocessing.Process(target=_publish, args=(url, prefix, count, first))
-    process.start()
-    process.join()
-
-
-def _publish(url: str, prefix: str, count: int, first: int) -> None:
-    endpoint = parse_mqtt_url(url)
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:6]}")
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    client.connect(endpoint.host, endpoint.port)
-    client.loop_start()
-    infos = []
-    for i in range(first, first + count):
-        topic = f"{prefix}/inst-{i % 50:03d}/dev-{i % DEVICES:04d}/telemetry"
-        infos.append(client.publish(topic, payload(i), qos=1))
-        if len(infos) >= 50_000:  # packet ids wrap at 65,535
-            for info in infos:
-                info.wait_for_publish(120)
-            infos.clear()
-    for info in infos:
-        info.wait_for_publish(120)
-    client.disconnect()
-    client.loop_stop()
+    publish_fast_in_process(url, functools.partial(message, prefix), count, first)
 
 
 def queue_for(broker: Mosquitto, client_id: str, prefix: str, count: int) -> None:
@@ -112,9 +98,9 @@ def raw_broker(broker: Mosquitto, count: int) -> float:
     received = 0
     done = multiprocessing.Event()
 
-    def on_message(_c: object, _u: object, message: mqtt.MQTTMessage) -> None:
+    def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
         nonlocal received
-        json.loads(message.payload)
+        json.loads(msg.payload)
         received += 1
         if received == count:
             done.set()
@@ -240,6 +226,8 @@ def _measure(
     broker: Mosquitto, influx: InfluxDB1, n: int, windows: str, with_peer: bool, work: Path
 ) -> None:
     print(f"messages: {n} (about {len(payload(0))} bytes each, {DEVICES} devices), QoS 1")
+    load = publish_fast(broker.url, functools.partial(message, "nobody/hazardwatch/v1"), n)
+    print(f"publisher pre-encoded QoS 1 packets, nobody subscribed: {load:>9,.0f} msg/s")
     paho_rate = raw_broker(broker, n)
     print(f"baseline  paho subscriber (auto-ack, json.loads): {paho_rate:>9,.0f} msg/s")
     client_id = f"bench-aio-{uuid.uuid4().hex[:6]}"

@@ -60,7 +60,7 @@ RECONNECT_MAX_S = 30.0
 # A group is written when it has this many records, when the broker cannot send more (the
 # in-flight window is full), when the socket has gone quiet, or after LINGER_S at the latest.
 GROUP_RECORDS = 500
-LINGER_S = 0.002
+LINGER_S = 0.005
 IDLE_S = 0.25
 PR_SET_PDEATHSIG = 1
 
@@ -127,7 +127,7 @@ class Edge:
     def __init__(self, config: EdgeConfig, status: int = 1) -> None:
         self.config = config
         self._status = status
-        self._spool = Spool(Path(config.spool_dir))
+        self._spool = Spool(Path(config.spool_dir), track_lag=False)
         self._records: list[bytes] = []
         self._mids: list[int] = []
         self._first_at = 0.0

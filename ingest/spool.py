@@ -8,6 +8,7 @@ the checkpoint are deleted. If the store is down, the spool simply grows.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
@@ -62,8 +63,16 @@ def list_segments(directory: Path) -> list[int]:
 class Spool:
     """Durable, ordered storage of records between the receive edge and the store."""
 
-    def __init__(self, directory: Path, *, segment_bytes: int = 64 << 20, fsync: bool = True):
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        segment_bytes: int = 64 << 20,
+        fsync: bool = True,
+        track_lag: bool = True,
+    ):
         self.directory = directory
+        self._track_lag = track_lag
         self._segment_bytes = segment_bytes
         self._fsync = fsync
         self._lock = threading.Lock()
@@ -129,12 +138,19 @@ class Spool:
         data = b"".join(chunks)
         if self._size and self._size + len(data) > self._segment_bytes:
             self._rotate(self._committed + 1)
-        os.write(self._fd, data)
-        if self._fsync:
-            os.fdatasync(self._fd)
+        try:
+            os.write(self._fd, data)
+            if self._fsync:
+                os.fdatasync(self._fd)
+        except OSError:
+            # A part written (disk full) must not stay between two whole records.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            raise
         self._size += len(data)
         with self._changed:
-            self._commits.append((lsn, time.monotonic()))
+            if self._track_lag:  # pruned by lag_seconds(): only for spools with a reader here
+                self._commits.append((lsn, time.monotonic()))
             self._committed = lsn
             self._changed.notify_all()
         return lsn

@@ -122,6 +122,7 @@ class IngestStage:
     def _digest_loop(self) -> None:
         """Turn durable raw records, in order, into points-spool records and dead letters."""
         reader = SpoolReader(self.source, self.digested_lsn)
+        next_size_at = 0.0
         try:
             while not self._stop.is_set():
                 if not self.source.wait_beyond(reader.last_lsn, timeout=0.25):
@@ -131,7 +132,9 @@ class IngestStage:
                     self._digest(batch)
                     self.digested_lsn = batch[-1][0]
                     self.source.release_through(self.digested_lsn)  # now in the points spool
+                if time.monotonic() >= next_size_at:
                     self.metrics.spool_bytes.set(self.spool.size_bytes() + self.source.size_bytes())
+                    next_size_at = time.monotonic() + 1.0
         except Exception:  # the service cannot go on without its digester: say so loudly
             log.critical("the digester stopped", exc_info=True)
             raise
@@ -162,9 +165,26 @@ class IngestStage:
             if letter is not None:
                 letters.append((len(bodies), letter))
             bodies.append(record)
-        if not bodies:
-            return
-        last = self.spool.append(bodies)
+        if bodies:
+            self._persist(bodies, letters)
+
+    def _persist(self, bodies: list[bytes], letters: list[tuple[int, DeadLetter]]) -> None:
+        """Append to the points spool, retrying while the disk refuses (full, read-only…).
+
+        The messages are digested already (listeners told, duplicates remembered), so the
+        same records are written again, not the batch digested again. Meanwhile the raw
+        spool holds everything and the edge keeps receiving.
+        """
+        backoff = 0.5
+        while True:
+            try:
+                last = self.spool.append(bodies)
+                break
+            except OSError as exc:
+                log.error("cannot write the points spool: %s; retrying in %.1f s", exc, backoff)
+                if self._stop.wait(backoff):
+                    raise
+                backoff = min(backoff * 2, 30.0)
         if letters:
             # Listed at once, keyed by their points-spool LSN as the forwarder would key them
             # (it stores them again, idempotently): visible even while the store is down.

@@ -5,6 +5,8 @@ Each test counts exactly: so many sent, so many stored, none twice.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -109,6 +111,29 @@ def test_broker_restart_mid_stream_loses_nothing(
     assert not stage.source.connected.is_set()
     broker.start()
     assert stage.source.wait_connected(40), "ingest did not reconnect"
+    stream.finish()
+    wait_until(lambda: influxdb.count("reading", influx_db) >= 6000, timeout=60, what="6000")
+    wait_until(lambda: stage.pending == 0)
+    _assert_exactly_once(influxdb.points("reading", influx_db), 6000)
+
+
+def test_edge_process_killed_mid_stream_loses_nothing(
+    stage_factory: StageFactory,
+    mosquitto: Mosquitto,
+    influxdb: InfluxDB1,
+    influx_db: str,
+    mqtt_topic_prefix: str,
+) -> None:
+    """The receive edge dies (SIGKILL): it is started again and the session carries on."""
+    stage = stage_factory(mosquitto)
+    stream = Stream(mosquitto.url, _reading(mqtt_topic_prefix, 10), 6000, 400)
+    stream.start().wait_sent(2000)
+    pid = stage.source.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: stage.source.pid not in (None, pid), timeout=20, what="a new edge")
+    assert stage.source.restarts == 1
+    assert stage.source.wait_connected(30), "the new edge did not connect"
     stream.finish()
     wait_until(lambda: influxdb.count("reading", influx_db) >= 6000, timeout=60, what="6000")
     wait_until(lambda: stage.pending == 0)
