@@ -117,23 +117,33 @@ class Forwarder:
             except StoreError as exc:
                 self._metrics.store_errors.inc()
                 if not exc.retryable:
-                    self._write_one_by_one(points, letters)
-                    return True
+                    if self._write_one_by_one(points, letters):
+                        return True
+                    exc = StoreError(
+                        "the store failed while points went one by one", retryable=True
+                    )
                 self.store_healthy = False
                 log.warning("store %s: %s; retrying in %.1f s", self._sink.name, exc, backoff)
-            # Full jitter (AWS Architecture Blog, "Exponential Backoff and Jitter", 2015).
+            # "Equal jitter" (AWS Architecture Blog, "Exponential Backoff and Jitter", 2015).
             if self._stop.wait(random.uniform(backoff / 2, backoff)):
                 return False
             backoff = min(backoff * 2, self._backoff_max)
 
     def _write_one_by_one(
         self, points: Sequence[Point], letters: list[tuple[int, DeadLetter]]
-    ) -> None:
-        """Find the points the store refuses and keep them as dead letters."""
+    ) -> bool:
+        """Find the points the store refuses and keep them as dead letters.
+
+        False when the store fails in a way worth retrying meanwhile (it went away): then
+        nothing is dead-lettered and the whole batch is tried again later.
+        """
+        refused: list[tuple[int, DeadLetter]] = []
         for point in points:
             try:
                 self._sink.write([point])
             except StoreError as exc:
+                if exc.retryable:
+                    return False
                 log.error("store refused a %s point of %s: %s", point.measurement, point.tags, exc)
                 letter = DeadLetter(
                     received_ms=point.time_ms,
@@ -146,8 +156,10 @@ class Forwarder:
                     device=point.tags.get("device"),
                 )
                 # A negative key keeps these apart from spool LSNs and is stable across replays.
-                letters.append((-(digest(letter.payload) >> 2), letter))
-                self._metrics.dead_lettered.labels(Reason.STORE_REJECTED).inc()
+                refused.append((-(digest(letter.payload) >> 2), letter))
+        letters.extend(refused)
+        self._metrics.dead_lettered.labels(Reason.STORE_REJECTED).inc(len(refused))
+        return True
 
     def _update_lag(self) -> None:
         self._metrics.store_lag_records.set(self._spool.committed_lsn - self._spool.checkpoint_lsn)

@@ -29,8 +29,13 @@ class FlakySink:
         self.down = threading.Event()
         self.refuse_time_ms: set[int] = set()
         self.failures = 0
+        self.fail_after_single_writes: int | None = None
 
     def write(self, points: Sequence[Point]) -> None:
+        if len(points) == 1 and self.fail_after_single_writes is not None:
+            if self.fail_after_single_writes == 0:
+                self.down.set()  # the store goes away in the middle of the one-by-one pass
+            self.fail_after_single_writes -= 1
         if self.down.is_set():
             self.failures += 1
             raise StoreError("connection refused", retryable=True)
@@ -153,6 +158,27 @@ def test_points_the_store_refuses_become_dead_letters_and_the_rest_is_stored(
     letters = dead.list(reason="store_rejected")
     assert len(letters) == 1
     assert letters[0][1].device == "d0"  # 42 % 7
+
+
+def test_a_store_that_goes_away_during_the_one_by_one_pass_dead_letters_nothing(
+    parts: tuple[Spool, FlakySink, DeadLetterStore, IngestMetrics],
+) -> None:
+    spool, sink, dead, metrics = parts
+    sink.refuse_time_ms = {1_763_798_400_000 + 42}
+    sink.fail_after_single_writes = 10
+    forwarder = _forwarder(parts)
+    forwarder.start()
+    _spool_points(spool, 0, 100)
+    _wait(lambda: sink.failures >= 2)  # retrying the whole batch, not dead-lettering
+    assert spool.checkpoint_lsn == 0
+    assert dead.counts() == {}
+    sink.fail_after_single_writes = None
+    sink.down.clear()
+    _wait(lambda: spool.checkpoint_lsn == 100)
+    forwarder.stop()
+    assert len(sink.points) == 99
+    assert dead.counts() == {"store_rejected": 1}
+    assert metrics.value("hazardwatch_messages_dead_lettered_total", reason="store_rejected") == 1
 
 
 def test_dead_letters_are_stored_once_even_when_replayed(
