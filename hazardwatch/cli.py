@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     from simulators.cli import add_arguments
 
-    add_arguments(demo)
+    add_arguments(demo, standalone=False)
     # A livelier fleet than `simulate`'s defaults, with a little bad input to show dead letters.
     demo.set_defaults(institutions=5, devices=40, rate=10.0, malformed=0.01)
     add_arguments(verb("simulate", cmd_simulate, "simulate detectors against a broker"))

@@ -9,6 +9,7 @@ import logging
 from core.registry.models import RegistryFile
 from core.settings import Settings
 from hazardwatch.service import Service, admin_token, run
+from ingest.parser import DEFAULT_PREFIX
 from simulators.fleet import Fleet, SimOptions, Simulation
 from simulators.mqtt import BrokerURL
 from simulators.registry import build_fleet_spec, heartbeat_for, registry_document
@@ -57,7 +58,7 @@ async def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             devices=args.devices,
             rate=args.rate,
             seed=args.seed,
-            prefix=args.prefix.strip("/"),
+            prefix=DEFAULT_PREFIX,  # the topics the service subscribes to
             duration=args.duration,
             count=args.count,
             malformed=args.malformed,

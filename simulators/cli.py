@@ -48,35 +48,50 @@ def _fraction(text: str) -> float:
     return value
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the `simulate` options to a parser."""
+def add_arguments(parser: argparse.ArgumentParser, *, standalone: bool = True) -> None:
+    """Add the `simulate` options to a parser.
+
+    `standalone=False` (the demo): no --broker, --prefix or --processes, because the fleet
+    then talks to the service's own broker, on the topics the service subscribes to, from
+    the service's process.
+    """
     default_broker = os.environ.get("HAZARDWATCH_MQTT_URL", "mqtt://127.0.0.1:1883")
     add = parser.add_argument
-    add("--broker", default=default_broker, metavar="URL",
-        help="mqtt://user:pass@host:port or mqtts://… (default: $HAZARDWATCH_MQTT_URL or "
-        "%(default)s)")  # fmt: skip
+    if standalone:
+        add("--broker", default=default_broker, metavar="URL",
+            help="mqtt://user:pass@host:port or mqtts://… (default: $HAZARDWATCH_MQTT_URL or "
+            "%(default)s)")  # fmt: skip
     add(
         "--institutions",
         type=_positive_int,
         default=3,
         metavar="N",
-        help="institutions (default 3)",
+        help="institutions (default %(default)s)",
     )
-    add("--devices", type=_count, default=12, metavar="M", help="devices in total (default 12)")
+    add(
+        "--devices",
+        type=_count,
+        default=12,
+        metavar="M",
+        help="devices in total (default %(default)s)",
+    )
     add("--rate", type=_positive_float, default=2.0, metavar="R",
-        help="messages per second, all devices together (default 2)")  # fmt: skip
+        help="messages per second, all devices together (default %(default)s)")  # fmt: skip
     add("--seed", type=int, default=1, metavar="S", help="same seed, same fleet (default 1)")
-    add("--prefix", default=DEFAULT_PREFIX, help="topic prefix (default %(default)s)")
+    if standalone:
+        add("--prefix", default=DEFAULT_PREFIX, help="topic prefix (default %(default)s)")
     add("--duration", type=_positive_float, metavar="SECONDS", help="stop after this long")
     add("--count", type=_count, metavar="MESSAGES", help="stop after this many paced messages")
     add("--malformed", type=_fraction, default=0.0, metavar="FRACTION",
-        help="share of messages replaced by bad input (default 0)")  # fmt: skip
+        help="share of messages replaced by bad input (default %(default)s)")  # fmt: skip
     add("--connections", type=_positive_int, metavar="K",
         help="share K connections between devices (no per-device last will; default: one "
         "connection per device up to 200 devices, else 8)")  # fmt: skip
     add("--qos", type=int, choices=(0, 1, 2), default=1, help="publish QoS (default 1)")
-    add("--processes", type=_positive_int, metavar="P",
-        help="worker processes (default: one per 4,000 msg/s, at most the CPUs and 4)")  # fmt: skip
+    if standalone:
+        add("--processes", type=_positive_int, metavar="P",
+            help="worker processes (default: one per 4,000 msg/s, at most the CPUs and 4)",
+        )  # fmt: skip
     add("--export-registry", type=Path, metavar="FILE",
         help="write the fleet as a YAML registry file and exit")  # fmt: skip
 
