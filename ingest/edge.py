@@ -20,6 +20,7 @@ status lines on stdout (`lsn N K`: records up to LSN N are durable, the last gro
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import logging
@@ -348,11 +349,8 @@ class Edge:
 
 def _die_with_parent() -> None:
     """Linux: be killed when the parent dies, even by SIGKILL (prctl(2), PR_SET_PDEATHSIG)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: the loop checks getppid() instead
-        pass
+    with contextlib.suppress(OSError, AttributeError):  # elsewhere the loop checks getppid()
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def main() -> None:

@@ -43,9 +43,7 @@ class EdgeProcess:
         mqtt5: bool = True,
         receive_maximum: int | None = RECEIVE_MAXIMUM,
     ) -> None:
-        self.endpoint = endpoint
         self.directory = spool_dir
-        self.topics = topics
         self.connected = threading.Event()
         self._metrics = metrics
         spool_dir.mkdir(parents=True, exist_ok=True)
@@ -158,11 +156,9 @@ class EdgeProcess:
         with self._changed:
             self._process = process
             self._changed.notify_all()
-        try:
+        with contextlib.suppress(BrokenPipeError):  # died at once: its exit code says why
             process.stdin.write(self._config.to_json().encode() + b"\n")
             process.stdin.flush()
-        except BrokenPipeError:
-            pass
         for line in process.stdout:
             self._status(line.decode().split())
         try:

@@ -13,6 +13,7 @@ from typing import Any
 
 from core.registry.models import Device, Institution, RegistryFile
 from ingest.parser import Reason
+from ingest.stage import IngestStage
 from tests.integration.conftest import StageFactory
 from tests.integration.mqtt_tools import Publisher, Stream, wait_until
 from tests.servers import InfluxDB1, Mosquitto, MosquittoFactory
@@ -36,6 +37,16 @@ def _assert_exactly_once(rows: list[dict[str, Any]], total: int) -> None:
     seqs = sorted(r["seq"] for r in rows)
     assert len(rows) == total, f"{len(rows)} points for {total} messages"
     assert seqs == list(range(total)), "every message once, none twice"
+
+
+def _finish_and_check(
+    stream: Stream, stage: IngestStage, influxdb: InfluxDB1, db: str, total: int
+) -> None:
+    """Send the rest of the stream, wait until all is stored, and count exactly."""
+    stream.finish()
+    wait_until(lambda: influxdb.count("reading", db) >= total, timeout=60, what=f"{total}")
+    wait_until(lambda: stage.pending == 0)
+    _assert_exactly_once(influxdb.points("reading", db), total)
 
 
 def test_100000_messages_become_100000_points(
@@ -111,10 +122,7 @@ def test_broker_restart_mid_stream_loses_nothing(
     assert not stage.source.connected.is_set()
     broker.start()
     assert stage.source.wait_connected(40), "ingest did not reconnect"
-    stream.finish()
-    wait_until(lambda: influxdb.count("reading", influx_db) >= 6000, timeout=60, what="6000")
-    wait_until(lambda: stage.pending == 0)
-    _assert_exactly_once(influxdb.points("reading", influx_db), 6000)
+    _finish_and_check(stream, stage, influxdb, influx_db, 6000)
 
 
 def test_edge_process_killed_mid_stream_loses_nothing(
@@ -134,10 +142,7 @@ def test_edge_process_killed_mid_stream_loses_nothing(
     wait_until(lambda: stage.source.pid not in (None, pid), timeout=20, what="a new edge")
     assert stage.source.restarts == 1
     assert stage.source.wait_connected(30), "the new edge did not connect"
-    stream.finish()
-    wait_until(lambda: influxdb.count("reading", influx_db) >= 6000, timeout=60, what="6000")
-    wait_until(lambda: stage.pending == 0)
-    _assert_exactly_once(influxdb.points("reading", influx_db), 6000)
+    _finish_and_check(stream, stage, influxdb, influx_db, 6000)
 
 
 # The bad inputs of issue 2, each a (topic suffix, payload, reason) for device `dev-N`.
