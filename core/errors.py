@@ -23,3 +23,7 @@ class StoreError(HazardwatchError):
 
 class NotFoundError(HazardwatchError):
     """The requested object does not exist."""
+
+
+class InvalidTransitionError(HazardwatchError):
+    """A state change that the lifecycle does not allow, e.g. acknowledging twice."""

@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, model_validator
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 ID_RE = re.compile(ID_PATTERN)
@@ -100,7 +100,7 @@ class Telemetry(BaseModel):
     battery_pct: Number | None = Field(default=None, ge=0, le=100)
     rssi_dbm: Number | None = None
     alarm: Flag | None = None
-    faults: tuple[FaultCode, ...] = ()
+    faults: tuple[FaultCode, ...] | None = None  # None: not reported, so nothing clears
     channel: Literal[Channel.TELEMETRY] = Channel.TELEMETRY
 
     @property
@@ -124,6 +124,14 @@ class Event(BaseModel):
     code: FaultCode | None = None
     detail: str | None = Field(default=None, max_length=1024)
     channel: Literal[Channel.EVENT] = Channel.EVENT
+
+    @model_validator(mode="after")
+    def _fault_has_code(self) -> Event:
+        # Contract section 1: `fault`/`fault_clear` carry `code`; without it the fault could
+        # never be told apart from another, nor cleared.
+        if self.type in (EventType.FAULT, EventType.FAULT_CLEAR) and self.code is None:
+            raise ValueError(f"a {self.type.value} event needs a fault code")
+        return self
 
 
 class Status(BaseModel):

@@ -6,7 +6,16 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -14,6 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from core.alerting import Severity
 from core.errors import ConfigError
 
 # The embedded broker (no HAZARDWATCH_MQTT_URL) listens on MQTT's IANA port unless told.
@@ -49,11 +59,90 @@ def parse_mqtt_url(url: str) -> MqttEndpoint:
     )
 
 
+_SECTION = ConfigDict(extra="forbid", frozen=True)
+
+
+class Webhook(BaseModel):
+    """One notification target: a generic JSON receiver or a WeCom/DingTalk group robot."""
+
+    model_config = _SECTION
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="name in logs and the outbox")
+    url: HttpUrl = Field(description="where to POST")
+    format: Literal["generic", "wecom", "dingtalk"] = Field(
+        default="generic", description="body shape: generic JSON, WeCom or DingTalk robot"
+    )
+    min_severity: Severity = Field(default=Severity.MAJOR, description="least severity sent")
+    level: int = Field(
+        default=0,
+        ge=0,
+        le=3,
+        description="escalation level from which it is told: 0 duty officer, 1 institution "
+        "principal, 2 town office, 3 district bureau",
+    )
+    towns: list[str] = Field(
+        default_factory=list, description="only institutions of these towns (empty: all)"
+    )
+    secret: SecretStr | None = Field(default=None, description="DingTalk robot signing secret")
+
+
+class AlertSettings(BaseModel):
+    """Default thresholds (a device's registry entry may override them) and notification."""
+
+    model_config = _SECTION
+    smoke_db_m: float = Field(default=0.15, gt=0, description="smoke alarm threshold, dB/m")
+    smoke_readings: int = Field(
+        default=2, ge=1, le=100, description="consecutive readings at the threshold to alarm"
+    )
+    gas_major_lel_pct: float = Field(
+        default=25, gt=0, le=100, description="gas level 1, %LEL (GB/T 50493-2019)"
+    )
+    gas_critical_lel_pct: float = Field(
+        default=50, gt=0, le=100, description="gas level 2, %LEL (GB/T 50493-2019)"
+    )
+    gas_hysteresis_lel_pct: float = Field(
+        default=5, ge=0, le=50, description="how far below a level gas must fall to leave it"
+    )
+    co_ppm: float = Field(default=50, gt=0, description="CO alarm threshold, ppm")
+    clear_ratio: float = Field(
+        default=0.8, gt=0, le=1, description="smoke and CO clear below threshold × this"
+    )
+    battery_pct: float = Field(default=20, ge=0, le=100, description="low battery at or below")
+    battery_hysteresis_pct: float = Field(
+        default=5, ge=0, le=50, description="battery must rise this far above to clear"
+    )
+    offline_factor: float = Field(
+        default=2.5, ge=1, le=100, description="offline after this × heartbeat of silence"
+    )
+    fire_window_s: float = Field(
+        default=120, gt=0, description="two detectors of a zone within this: fire_confirmed"
+    )
+    test_window_s: float = Field(
+        default=600, ge=0, description="after a test-button press, alarms are only recorded"
+    )
+    nuisance_alarms: int = Field(
+        default=5, ge=1, description="more unconfirmed smoke alarms than this in 24 h: a fault"
+    )
+    escalation_interval_s: float = Field(
+        default=300, gt=0, description="an unacknowledged critical alert is sent again after"
+    )
+    webhooks: list[Webhook] = Field(default_factory=list, description="notification targets")
+
+    @model_validator(mode="after")
+    def _check_gas_levels(self) -> AlertSettings:
+        if self.gas_critical_lel_pct <= self.gas_major_lel_pct:
+            raise ValueError("gas_critical_lel_pct must be above gas_major_lel_pct")
+        return self
+
+
 class Settings(BaseSettings):
     """Configuration of one hazardwatch process (contract section 4)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="HAZARDWATCH_", extra="forbid", validate_default=True, frozen=True
+        env_prefix="HAZARDWATCH_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+        frozen=True,
     )
 
     mqtt_url: str | None = Field(
@@ -85,6 +174,10 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8080, ge=1, le=65535, description="HTTP API port")
     admin_token: SecretStr | None = Field(
         default=None, description="bootstrap admin bearer token; unset: generated at first start"
+    )
+    alerts: AlertSettings = Field(
+        default_factory=AlertSettings,
+        description="alert thresholds and notification ([alerts] in TOML, HAZARDWATCH_ALERTS__*)",
     )
 
     @field_validator("mqtt_url")
@@ -137,6 +230,10 @@ class Settings(BaseSettings):
         for key in ("mqtt_url", "database_url", "influx_url"):
             if shown.get(key):
                 shown[key] = _hide_password(shown[key])
+        for hook in shown["alerts"]["webhooks"]:
+            # Robot URLs carry their access token in the query (WeCom `key`, DingTalk
+            # `access_token`).
+            hook["url"] = hook["url"].split("?", 1)[0] + ("?***" if "?" in hook["url"] else "")
         return shown
 
 
@@ -179,7 +276,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 def _explain(exc: ValidationError) -> str:
     lines = ["invalid configuration:"]
     for error in exc.errors():
-        name = ".".join(str(p) for p in error["loc"]) or "settings"
+        name = "__".join(str(p) for p in error["loc"]) or "settings"
         variable = f"HAZARDWATCH_{name.upper()}" if error["loc"] else name
         lines.append(f"  {variable}: {error['msg']}")
     return "\n".join(lines)

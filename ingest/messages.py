@@ -17,6 +17,7 @@ class RawMessage:
     received_at: datetime
     retained: bool = False
     dup: bool = False
+    lsn: int = 0  # its place in the raw spool: tells a re-read after a crash from new input
 
 
 @dataclass(frozen=True, slots=True)

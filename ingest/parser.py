@@ -180,5 +180,5 @@ def _timestamp(value: object, received_at: datetime) -> tuple[datetime, bool]:
 
 def _first_error(exc: ValidationError) -> str:
     error = exc.errors(include_url=False)[0]
-    where = ".".join(str(p) for p in error["loc"])
-    return f"{where}: {error['msg']}"[:300]
+    where = ".".join(str(p) for p in error["loc"]) or "payload"
+    return f"{where}: {error['msg'].removeprefix('Value error, ')}"[:300]

@@ -157,6 +157,7 @@ class IngestStage:
                 received_at=datetime.fromtimestamp(received_ms / 1000, UTC),
                 retained=retained,
                 dup=dup,
+                lsn=raw_lsn,
             )
             outcome = handle(raw, raw_lsn)
             if outcome is None:

@@ -5,13 +5,18 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Protocol
 
 from core.models import DeviceKind
 from core.registry.models import Device
 from core.registry.repository import RegistryRepository
 
 log = logging.getLogger(__name__)
+# Most devices use the default thresholds: they share one empty mapping.
+_NO_THRESHOLDS: Mapping[str, float] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +27,16 @@ class DeviceInfo:
     institution: str
     kind: DeviceKind
     heartbeat_s: int
+    zone: str | None = None
+    thresholds: Mapping[str, float] = field(default_factory=lambda: _NO_THRESHOLDS)
+
+
+class DeviceLookup(Protocol):
+    """What the stages after the receive path need of the registry."""
+
+    def lookup(self, device_id: str) -> DeviceInfo | None:
+        """A known device, or None."""
+        ...
 
 
 class DeviceDirectory:
@@ -99,4 +114,7 @@ class DeviceDirectory:
 
 
 def _info(device: Device) -> DeviceInfo:
-    return DeviceInfo(device.id, device.institution, device.kind, device.heartbeat_s)
+    thresholds = MappingProxyType(dict(device.thresholds)) if device.thresholds else _NO_THRESHOLDS
+    return DeviceInfo(
+        device.id, device.institution, device.kind, device.heartbeat_s, device.zone, thresholds
+    )

@@ -133,7 +133,18 @@ def test_a_fault_event_carries_its_code() -> None:
 
 @pytest.mark.parametrize("kind", list(EventType))
 def test_every_event_type_of_the_contract_is_accepted(kind: EventType) -> None:
-    assert event({"type": kind.value}).type is kind
+    body = {"type": kind.value}
+    if kind in (EventType.FAULT, EventType.FAULT_CLEAR):
+        body["code"] = "sensor_fault"
+    assert event(body).type is kind
+
+
+@pytest.mark.parametrize("kind", ["fault", "fault_clear"])
+def test_a_fault_event_without_a_code_is_a_dead_letter(kind: str) -> None:
+    verdict = parse(EVENT, json.dumps({"type": kind}))
+    assert isinstance(verdict, Rejected)
+    assert verdict.reason == Reason.INVALID_FIELD
+    assert f"a {kind} event needs a fault code" in verdict.detail
 
 
 def test_every_fault_code_of_the_contract_is_accepted_in_telemetry() -> None:

@@ -353,8 +353,17 @@ def test_load_and_lookup(tmp_path: Path, repository: RegistryRepository) -> None
     directory = DeviceDirectory(repository, auto_register=False)
     assert directory.lookup("gas-101") is None  # nothing until loaded
     assert directory.load() == 2
-    assert directory.lookup("gas-101") == DeviceInfo("gas-101", "inst-1", DeviceKind.GAS, 120)
-    assert directory.lookup("smoke-201") == DeviceInfo("smoke-201", "inst-1", DeviceKind.SMOKE, 300)
+    gas = directory.lookup("gas-101")
+    assert gas is not None
+    assert (gas.id, gas.institution, gas.kind, gas.heartbeat_s) == (
+        "gas-101",
+        "inst-1",
+        DeviceKind.GAS,
+        120,
+    )
+    assert (gas.zone, dict(gas.thresholds)) == ("一层", {"gas_lel_pct": 20.0})
+    smoke = directory.lookup("smoke-201")
+    assert smoke is not None and (smoke.kind, smoke.heartbeat_s) == (DeviceKind.SMOKE, 300)
     assert directory.lookup("unknown") is None
 
 
@@ -368,7 +377,8 @@ def test_admit_a_known_device_returns_the_registry_entry(
         directory = DeviceDirectory(repository, auto_register=auto_register)
         directory.load()
         info = directory.admit("inst-1", "gas-101", DeviceKind.SMOKE)
-        assert info == DeviceInfo("gas-101", "inst-1", DeviceKind.GAS, 120)  # the registry wins
+        assert info == directory.lookup("gas-101")
+        assert info is not None and info.kind is DeviceKind.GAS  # the registry wins
 
 
 def test_admit_auto_registers_and_stores_the_device(repository: RegistryRepository) -> None:

@@ -56,8 +56,34 @@ def write_toml(tmp_path: Path, text: str) -> Path:
 # --- defaults and names -------------------------------------------------------------------------
 
 
-def test_the_fields_are_exactly_the_contract_variables() -> None:
-    assert set(Settings.model_fields) == set(CONTRACT_DEFAULTS)
+# Added by the project (documented in docs/configuration.md), beside the contract's.
+PROJECT_SECTIONS = {"alerts"}
+
+
+def test_the_fields_are_the_contract_variables_and_the_project_sections() -> None:
+    assert set(Settings.model_fields) == set(CONTRACT_DEFAULTS) | PROJECT_SECTIONS
+
+
+def test_alert_settings_come_from_nested_variables_and_toml(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HAZARDWATCH_ALERTS__SMOKE_DB_M", "0.3")
+    config = write_toml(
+        tmp_path,
+        '[alerts]\nco_ppm = 80\n[[alerts.webhooks]]\nname = "duty"\n'
+        'url = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=secret-key"\n'
+        'format = "wecom"\n',
+    )
+    settings = load_settings(config)
+    assert (settings.alerts.smoke_db_m, settings.alerts.co_ppm) == (0.3, 80)
+    assert settings.alerts.webhooks[0].format == "wecom"
+    shown = json.dumps(settings.redacted())
+    assert "secret-key" not in shown and "qyapi.weixin.qq.com" in shown
+
+
+def test_bad_alert_settings_name_the_variable() -> None:
+    message = config_error(alerts={"gas_major_lel_pct": 60, "gas_critical_lel_pct": 50})
+    assert "HAZARDWATCH_ALERTS" in message and "gas_critical_lel_pct must be above" in message
 
 
 def test_the_defaults_are_the_contract_defaults() -> None:
@@ -284,7 +310,7 @@ def test_redacted_hides_passwords_and_secrets() -> None:
     assert shown["database_url"] == "postgresql+psycopg://hw:***@db:5432/hazardwatch"
     assert shown["influx_token"] != "tokentokentoken" and shown["influx_token"]
     assert shown["api_port"] == 8080  # the rest is shown as it is
-    assert set(shown) == set(CONTRACT_DEFAULTS)
+    assert set(shown) == set(CONTRACT_DEFAULTS) | PROJECT_SECTIONS
 
 
 def test_redacted_leaves_urls_without_a_password_alone() -> None:
