@@ -528,6 +528,10 @@ class AlertEngine:
             found = [alert for opened in self._open.values() for alert in opened.values()]
         return sorted(found, key=lambda a: (a.raised_at, a.id), reverse=True)
 
+    def locked(self) -> threading.RLock:
+        """The engine's lock, for reading its state from another thread."""
+        return self._lock
+
     def stats(self) -> dict[str, Any]:
         """Counts for logs and metrics."""
         with self._lock:

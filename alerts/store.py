@@ -248,6 +248,16 @@ class AlertStore:
                 )
             )
 
+    def waiting_targets(self, now: datetime) -> set[str]:
+        """Targets with an undelivered row that waits for a retry: their later rows wait too."""
+        query = (
+            select(outbox.c.target)
+            .where(outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at > now)
+            .distinct()
+        )
+        with self.engine.connect() as connection:
+            return {row[0] for row in connection.execute(query)}
+
     def undelivered(self) -> int:
         """How many outbox rows wait."""
         query = select(func.count()).select_from(outbox).where(outbox.c.delivered_at.is_(None))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api.deps import ApiContext
-from api.routers import dead_letters, devices, health
+from api.routers import alerts, dead_letters, devices, health, stream
 
 
 def create_app(context: ApiContext) -> FastAPI:
@@ -15,4 +15,6 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(health.router)
     app.include_router(devices.router)
     app.include_router(dead_letters.router)
+    app.include_router(alerts.router)
+    app.include_router(stream.router)
     return app

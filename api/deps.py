@@ -11,6 +11,8 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
 
+from alerts.stage import AlertStage
+from core.broadcast import Broadcaster
 from core.registry.repository import RegistryRepository
 from ingest.deadletters import DeadLetterStore
 from ingest.presence import Presence
@@ -28,6 +30,8 @@ class ApiContext:
     presence: Presence
     metrics: CollectorRegistry
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
+    alerts: AlertStage | None = None
+    broadcaster: Broadcaster = field(default_factory=Broadcaster)
 
 
 def get_context(request: Request) -> ApiContext:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from core.alerting import Alert, AlertAction, AlertState
 from core.registry.models import Device
 
 
@@ -38,3 +39,29 @@ class DeadLetterPage(BaseModel):
     items: list[DeadLetterPublic]
     next_before_id: int | None = Field(description="pass as before_id for the next page")
     counts: dict[str, int] = Field(description="dead letters per reason, all time")
+
+
+class AlertAct(BaseModel):
+    """The body of acknowledge and resolve."""
+
+    note: str | None = Field(default=None, max_length=2000, description="what was done")
+
+
+class HistoryPublic(BaseModel):
+    """One change of an alert: who did what, when."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    at: datetime
+    action: AlertAction
+    actor: str
+    note: str | None
+    state: AlertState
+    severity: str
+    value: float | None
+
+
+class AlertDetail(Alert):
+    """An alert with its history."""
+
+    history: list[HistoryPublic]

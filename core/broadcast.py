@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -38,9 +39,12 @@ class Subscription:
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
-            self.overflowed = True
-            self.queue._queue.clear()  # type: ignore[attr-defined]  # make room for the end mark
-            self.queue.put_nowait(None)
+            self._end()
+
+    def _end(self) -> None:
+        self.overflowed = True  # nothing more is offered
+        self.queue._queue.clear()  # type: ignore[attr-defined]  # room for the end mark
+        self.queue.put_nowait(None)
 
     def close(self) -> None:
         """Stop receiving events."""
@@ -81,6 +85,15 @@ class Broadcaster:
                         subscription._offer(item)
             self._subscribers.add(subscription)
         return subscription
+
+    def close(self) -> None:
+        """End every stream (at shutdown): each client gets its end mark and reconnects later."""
+        with self._lock:
+            subscribers = list(self._subscribers)
+            self._subscribers.clear()
+        for subscriber in subscribers:
+            with contextlib.suppress(RuntimeError):
+                subscriber._loop.call_soon_threadsafe(subscriber._end)
 
     def _remove(self, subscription: Subscription) -> None:
         with self._lock:

@@ -13,14 +13,21 @@ from typing import Any
 
 import uvicorn
 
+from alerts.metrics import AlertCollector
+from alerts.publisher import AlertPublisher
+from alerts.stage import AlertStage
+from alerts.writer import utc
 from api.app import create_app
 from api.deps import ApiContext
+from core.alerting import AlertChange
+from core.broadcast import Broadcaster
 from core.db import make_engine, session_factory, upgrade
 from core.ports import TimeSeriesSink
 from core.registry.directory import DeviceDirectory
 from core.registry.repository import RegistryRepository
 from core.settings import EMBEDDED_BROKER_PORT, Settings
 from ingest.embedded_broker import EmbeddedBroker
+from ingest.messages import Accepted
 from ingest.sinks.embedded import EmbeddedSink
 from ingest.sinks.influx_v1 import InfluxV1Sink
 from ingest.sinks.influx_v2 import InfluxV2Sink
@@ -73,7 +80,9 @@ class Service:
     embedded_broker_port: int = EMBEDDED_BROKER_PORT
     broker: EmbeddedBroker | None = None
     ingest: IngestStage = field(init=False)
+    alerts: AlertStage = field(init=False)
     repository: RegistryRepository = field(init=False)
+    broadcaster: Broadcaster = field(default_factory=Broadcaster)
 
     def start(self) -> None:
         """Migrate the database, start the broker if embedded, then ingestion."""
@@ -98,11 +107,39 @@ class Service:
             mqtt5=self.broker is None,  # amqtt speaks MQTT 3.1.1 only
             client_id=self.client_id,
         )
+        self.alerts = AlertStage(
+            settings.alerts,
+            directory,
+            engine,
+            settings.data_dir,
+            self.repository.institution,
+            publisher=AlertPublisher(endpoint, mqtt5=self.broker is None),
+            sink=build_sink(settings),
+        )
+        self._wire()
+        self.ingest.recover()
+        self.alerts.start(self.ingest.recovered_seen.items())
         self.ingest.start()
+
+    def _wire(self) -> None:
+        """Accepted messages to the alert engine; its changes to the stream and /metrics."""
+        alerts = self.alerts
+
+        def observe(accepted: Accepted) -> None:
+            alerts.observe(accepted.message, accepted.raw.received_at, accepted.raw.lsn)
+
+        def publish(change: AlertChange) -> None:
+            self.broadcaster.publish("alert", change_event(change))
+
+        self.ingest.receiver.add_listener(observe)
+        self.ingest.barriers.append(alerts.barrier)
+        alerts.writer.add_listener(publish)
+        self.ingest.metrics.registry.register(AlertCollector(alerts))
 
     def stop(self) -> None:
         """Stop in reverse order; what was received is durable when this returns."""
         self.ingest.stop()
+        self.alerts.stop()
         self.ingest.directory.stop()
         if self.broker is not None:
             self.broker.stop()
@@ -115,12 +152,25 @@ class Service:
             dead_letters=self.ingest.dead_letters,
             presence=self.ingest.presence,
             metrics=self.ingest.metrics.registry,
+            alerts=self.alerts,
+            broadcaster=self.broadcaster,
             readiness={
                 "broker": self.ingest.source.connected.is_set,
                 "store": self.ingest.sink.ping,
                 "database": self.repository.ping,
             },
         )
+
+
+def change_event(change: AlertChange) -> dict[str, Any]:
+    """The body of an `alert` event on the stream."""
+    return {
+        "action": change.action.value,
+        "at": utc(change.at),
+        "actor": change.actor,
+        "note": change.note,
+        "alert": change.alert.model_dump(mode="json"),
+    }
 
 
 async def run(
@@ -145,6 +195,7 @@ async def run(
         port=settings.api_port,
         log_level="warning",
         lifespan="off",
+        timeout_graceful_shutdown=5,  # a client that keeps a request open cannot hold us
     )
     server = _Server(config)
     try:
@@ -154,6 +205,7 @@ async def run(
                 tasks.create_task(companion(service), name="companion")
             log.info("HTTP API on http://%s:%d", settings.api_host, settings.api_port)
             await stop.wait()
+            service.broadcaster.close()  # live streams end; their clients reconnect elsewhere
             server.should_exit = True
     finally:
         log.info("shutting down")

@@ -64,6 +64,11 @@ class Receiver:
         self._listeners = list(listeners)
         self._last_receive_ms: dict[str, int] = {}
 
+    def remember_stamp(self, device: str, time_ms: int) -> None:
+        """A receive time given before a restart: later stamps of the device come after it."""
+        if time_ms > self._last_receive_ms.get(device, 0):
+            self._last_receive_ms[device] = time_ms
+
     def add_listener(self, listener: Listener) -> None:
         """Be told of every accepted message, in arrival order."""
         self._listeners.append(listener)

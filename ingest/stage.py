@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from ingest.metrics import IngestMetrics
 from ingest.parser import DEFAULT_PREFIX, Parser
 from ingest.presence import Presence
 from ingest.receiver import Receiver
-from ingest.records import DeadLetter, decode
+from ingest.records import DeadLetter, SpoolRecord, decode
 from ingest.spool import Spool, SpoolReader
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ CLIENT_ID = "hazardwatch-ingest"
 # Redeliveries after a crash are the records at the spool's tail; this many are remembered.
 PRIME_RECORDS = 100_000
 DIGEST_BATCH = 2000
+# A stamp this far after its receive time was moved on by Receiver._restamp; further is the
+# device's own `ts`, which does not take part.
+RESTAMP_REACH_MS = 1000
 
 
 class IngestStage:
@@ -76,12 +80,24 @@ class IngestStage:
             receive_maximum=receive_maximum,
         )
         self.digested_lsn = 0
+        # Called after each digested batch, before it is written on: the alert stage makes
+        # sure the batch's alert changes are stored, so a crash cannot skip them.
+        self.barriers: list[Callable[[], None]] = []
+        # Last receive time (epoch s) of each device in the spool's tail, found by `recover`.
+        self.recovered_seen: dict[str, float] = {}
+        self._recovered = False
         self._stop = threading.Event()
         self._digester: threading.Thread | None = None
 
+    def recover(self) -> None:
+        """Read the spool's tail: redeliveries to recognise, the last raw LSN digested."""
+        if not self._recovered:
+            self.digested_lsn = self._prime_dedupe()
+            self._recovered = True
+
     def start(self) -> None:
         """Recover, then start storing, digesting and receiving."""
-        self.digested_lsn = self._prime_dedupe()
+        self.recover()
         self.forwarder.start()
         self.source.start()
         self._digester = threading.Thread(target=self._digest_loop, name="digester")
@@ -166,6 +182,8 @@ class IngestStage:
             if letter is not None:
                 letters.append((len(bodies), letter))
             bodies.append(record)
+        for barrier in self.barriers:
+            barrier()
         if bodies:
             self._persist(bodies, letters)
 
@@ -202,6 +220,10 @@ class IngestStage:
                 for _, body in batch:
                     record = decode(body)
                     self.receiver.dedupe.remember(record.key, record.digest)
+                    if record.dead_letter is None:
+                        seen = self.recovered_seen.get(record.key, 0.0)
+                        self.recovered_seen[record.key] = max(seen, record.received_ms / 1000)
+                        self._remember_stamps(record)
                     raw_lsn = max(raw_lsn, record.raw_lsn)
                     primed += 1
         finally:
@@ -209,6 +231,17 @@ class IngestStage:
         if primed:
             log.info("recovered %d spooled records (%d not yet stored)", primed, self.pending)
         return raw_lsn
+
+    def _remember_stamps(self, record: SpoolRecord) -> None:
+        """Keep receive-time stamps unique across a restart.
+
+        Messages without `ts` get their receive time, moved on by a millisecond when the
+        device's previous message had it (Receiver._restamp). The raw records digested after a
+        restart were received before it, so they must come after the stamps already given.
+        """
+        for point in record.points:
+            if 0 <= point.time_ms - record.received_ms <= RESTAMP_REACH_MS:
+                self.receiver.remember_stamp(record.key, point.time_ms)
 
     @property
     def pending(self) -> int:

@@ -522,6 +522,16 @@ class Postgres(ServerProcess):
             )
             conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(db, user))
 
+    def create_database(self, name: str) -> str:
+        """A new empty database owned by the user; its SQLAlchemy URL."""
+        with self._admin_connection() as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(name), sql.Identifier(self.user)
+                )
+            )
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
+
     @property
     def dsn(self) -> str:
         """A libpq URI, for ``psycopg.connect``."""

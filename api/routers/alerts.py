@@ -1,0 +1,99 @@
+"""Alerts: the board, acknowledging and resolving (contract section 5)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
+
+from alerts.stage import AlertStage
+from api.deps import ContextDep, CurrentUser
+from api.schemas import AlertAct, AlertDetail, HistoryPublic
+from core.alerting import Alert, AlertKind, AlertState
+from core.errors import InvalidTransitionError, NotFoundError
+
+router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+
+_OPEN = ("active", "acknowledged", "cleared")
+
+
+def _stage(context: ContextDep) -> AlertStage:
+    if context.alerts is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the alert engine is not running")
+    return context.alerts
+
+
+@router.get("")
+def list_alerts(
+    context: ContextDep,
+    _user: CurrentUser,
+    state: Annotated[
+        list[str] | None,
+        Query(description="active, acknowledged, cleared, resolved, or open (all but resolved)"),
+    ] = None,
+    institution: str | None = None,
+    kind: AlertKind | None = None,
+    device: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[Alert]:
+    """Alerts, newest first."""
+    states: list[str] = []
+    for value in state or []:
+        for part in value.split(","):
+            if part == "open":
+                states.extend(_OPEN)
+            elif part in AlertState.__members__.values():
+                states.append(part)
+            elif part:
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"no state {part!r}")
+    return _stage(context).store.search(
+        states=states,
+        institutions=[institution] if institution else None,
+        kind=kind.value if kind else None,
+        device=device,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get("/{alert_id}")
+def get_alert(alert_id: str, context: ContextDep, _user: CurrentUser) -> AlertDetail:
+    """One alert with its history, oldest first."""
+    stage = _stage(context)
+    alert = stage.engine.get(alert_id)
+    if alert is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no alert {alert_id!r}")
+    history = [HistoryPublic.model_validate(entry) for entry in stage.store.history(alert_id)]
+    return AlertDetail(**alert.model_dump(exclude={"escalation_level"}), history=history)
+
+
+@router.post("/{alert_id}/ack")
+def acknowledge(
+    alert_id: str, context: ContextDep, user: CurrentUser, body: AlertAct | None = None
+) -> Alert:
+    """Acknowledge, with an optional note; a cleared alarm is then resolved."""
+    return _act(context, alert_id, user, body, resolve=False)
+
+
+@router.post("/{alert_id}/resolve")
+def resolve(
+    alert_id: str, context: ContextDep, user: CurrentUser, body: AlertAct | None = None
+) -> Alert:
+    """Resolve an acknowledged or cleared alert, with an optional note."""
+    return _act(context, alert_id, user, body, resolve=True)
+
+
+def _act(
+    context: ContextDep, alert_id: str, user: str, body: AlertAct | None, *, resolve: bool
+) -> Alert:
+    engine = _stage(context).engine
+    note = body.note if body else None
+    try:
+        if resolve:
+            return engine.resolve(alert_id, user, note)
+        return engine.acknowledge(alert_id, user, note)
+    except NotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except InvalidTransitionError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None

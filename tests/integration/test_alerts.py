@@ -1,0 +1,412 @@
+"""Alerts end to end: `hazardwatch run` against real Mosquitto and InfluxDB (and PostgreSQL).
+
+Detectors publish through the broker; the alerts are read where a duty officer and other
+systems read them: the live stream, the API, retained MQTT messages, InfluxDB and webhooks.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.integration.mqtt_tools import Publisher, wait_until
+from tests.integration.service_process import ServiceProcess, StreamReader, change
+from tests.servers import InfluxDB1, Mosquitto, Postgres, free_port
+
+REGISTRY = """\
+institutions:
+  - id: inst-1
+    name: 阳光养老院
+    type: elderly_care
+    town: 城关镇
+    principal: {name: 张三, phone: "13800000001"}
+    safety_manager: {name: 李四, phone: "13800000002"}
+devices:
+  - {id: smoke-1, institution: inst-1, kind: smoke, zone: 2F-east}
+  - {id: smoke-2, institution: inst-1, kind: smoke, zone: 2F-east}
+  - {id: smoke-9, institution: inst-1, kind: smoke, zone: 1F}
+  - {id: gas-1, institution: inst-1, kind: gas, zone: kitchen}
+  - {id: quiet-1, institution: inst-1, kind: smoke, heartbeat_s: 2}
+  - {id: quiet-2, institution: inst-1, kind: smoke, heartbeat_s: 4}
+"""
+TOPIC = "hazardwatch/v1/inst-1/{device}/{channel}"
+
+
+class Site:
+    """A service with the registry above, a detector publisher and a stream reader."""
+
+    def __init__(
+        self, tmp_path: Path, broker: Mosquitto, influx: tuple[InfluxDB1, str], env: dict[str, str]
+    ) -> None:
+        server, db = influx
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        self.service = ServiceProcess(
+            tmp_path,
+            {
+                "HAZARDWATCH_MQTT_URL": broker.url,
+                "HAZARDWATCH_INFLUX_URL": server.url,
+                "HAZARDWATCH_INFLUX_API": "v1",
+                "HAZARDWATCH_INFLUX_DB": db,
+                **env,
+            },
+        )
+        registry = tmp_path / "registry.yaml"
+        registry.write_text(REGISTRY, encoding="utf-8")
+        self.service.hazardwatch("registry", "import", str(registry))
+        self.service.start()
+        self.stream = StreamReader(self.service)
+        self.devices = Publisher(broker.url)
+        self._seq: dict[str, int] = {}
+
+    def send(self, device: str, channel: str, body: dict[str, Any]) -> None:
+        """Publish one message of `device` with its next `seq`, and wait for the broker."""
+        seq = self._seq[device] = self._seq.get(device, 0) + 1
+        self.devices.publish(TOPIC.format(device=device, channel=channel), {"seq": seq, **body})
+        self.devices.wait_all_acked()
+
+    def restart(self, *, crash: bool) -> None:
+        """Kill (crash) or stop the service and start it again with the same data."""
+        self.stream.close()
+        if crash:
+            self.service.kill()
+        else:
+            assert self.service.stop() == 0, self.service.log_tail()
+        self.service.start()
+        self.stream = StreamReader(self.service)
+
+    def close(self) -> None:
+        self.devices.close()
+        self.stream.close()
+        self.service.close()
+
+
+@pytest.fixture
+def site_factory(
+    tmp_path: Path, mosquitto_factory: Any, influxdb: InfluxDB1, influx_db: str
+) -> Iterator[Any]:
+    """Sites on a fresh broker each; `make(**env)` starts one."""
+    sites: list[Site] = []
+
+    def make(**env: str) -> Site:
+        broker: Mosquitto = mosquitto_factory()
+        site = Site(tmp_path / f"site-{len(sites)}", broker, (influxdb, influx_db), env)
+        sites.append(site)
+        return site
+
+    yield make
+    for site in sites:
+        site.close()
+
+
+def retained_alerts(broker_url: str, timeout: float = 3.0) -> dict[str, dict[str, Any]]:
+    """The retained messages under hazardwatch/alerts/#, by topic (payload decoded)."""
+    found: dict[str, dict[str, Any]] = {}
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"look-{uuid.uuid4().hex[:8]}")
+
+    def on_message(_c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
+        if message.retain and message.payload:
+            found[message.topic] = json.loads(message.payload)
+
+    client.on_message = on_message
+    host, port = broker_url.removeprefix("mqtt://").split(":")
+    client.connect(host, int(port))
+    client.subscribe("hazardwatch/alerts/#", qos=1)
+    client.loop_start()
+    time.sleep(timeout)  # retained messages come at once; this waits out the slowest
+    client.loop_stop()
+    client.disconnect()
+    return found
+
+
+def test_fire_in_one_zone_raises_smoke_alarms_then_fire_confirmed(
+    site_factory: Any, influxdb: InfluxDB1, influx_db: str
+) -> None:
+    site: Site = site_factory()
+    stream = site.stream
+    site.send("smoke-9", "event", {"type": "alarm", "source": "smoke"})  # another zone
+    stream.wait_for(change("raised", "smoke_alarm", "smoke-9"), "smoke-9's alarm")
+    site.send("smoke-1", "event", {"type": "alarm", "source": "smoke", "detail": "2.1 dB/m"})
+    stream.wait_for(change("raised", "smoke_alarm", "smoke-1"), "smoke-1's alarm")
+    time.sleep(0.5)
+    assert not [b for b in stream.alert_changes() if b["alert"]["kind"] == "fire_confirmed"], (
+        "one detector per zone is no confirmation"
+    )
+    # The second detector of zone 2F-east alarms on its readings: two at the threshold.
+    site.send("smoke-2", "telemetry", {"smoke_db_m": 0.3})
+    site.send("smoke-2", "telemetry", {"smoke_db_m": 0.35})
+    fire = stream.wait_for(change("raised", "fire_confirmed"), "fire_confirmed")
+    actions = [
+        (b["action"], b["alert"]["kind"], b["alert"]["device"]) for b in stream.alert_changes()
+    ]
+    assert actions == [
+        ("raised", "smoke_alarm", "smoke-9"),
+        ("raised", "smoke_alarm", "smoke-1"),
+        ("raised", "smoke_alarm", "smoke-2"),
+        ("raised", "fire_confirmed", fire["alert"]["device"]),
+        ("confirmed", "smoke_alarm", "smoke-1"),  # not a nuisance alarm when it clears
+        ("confirmed", "smoke_alarm", "smoke-2"),
+    ]
+    alert = fire["alert"]
+    assert (alert["severity"], alert["state"], alert["zone"]) == ("critical", "active", "2F-east")
+    assert alert["institution"] == "inst-1"
+
+    board = site.service.alerts(state="open")
+    assert sorted((a["kind"], a["device"]) for a in board) == sorted(
+        [
+            ("fire_confirmed", alert["device"]),
+            ("smoke_alarm", "smoke-1"),
+            ("smoke_alarm", "smoke-2"),
+            ("smoke_alarm", "smoke-9"),
+        ]
+    )
+    assert board[0]["kind"] == "fire_confirmed", "newest first"
+    ids = {a["id"] for a in board}
+
+    # The duty officer acknowledges the fire with a note; the stream says who did.
+    response = site.service.api(
+        "POST", f"/api/v1/alerts/{alert['id']}/ack", json={"note": "已派人到场"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["state"] == "acknowledged"
+    acked = stream.wait_for(change("acknowledged", "fire_confirmed"), "the acknowledgement")
+    assert (acked["actor"], acked["note"]) == ("admin", "已派人到场")
+    again = site.service.api("POST", f"/api/v1/alerts/{alert['id']}/ack")
+    assert again.status_code == 409, "acknowledged twice"
+    detail = site.service.api("GET", f"/api/v1/alerts/{alert['id']}").json()
+    assert [(h["action"], h["actor"]) for h in detail["history"]] == [
+        ("raised", "system"),
+        ("acknowledged", "admin"),
+    ]
+
+    # Other systems: retained MQTT messages, one per open alert, as the API shows it.
+    broker_url = site.service.env["HAZARDWATCH_MQTT_URL"]
+    wait_until(
+        lambda: len(retained_alerts(broker_url, 1.0)) == 4, timeout=15, what="4 retained alerts"
+    )
+    retained = retained_alerts(broker_url)
+    assert {m["id"] for m in retained.values()} == ids
+    topic = f"hazardwatch/alerts/inst-1/{alert['id']}"
+    assert retained[topic]["state"] == "acknowledged"
+
+    # Dashboards: every change is an `alert` point (repeats only update the board).
+    changes = [b for b in stream.alert_changes() if b["action"] != "repeated"]
+    assert len(changes) == 7  # 4 raised, 2 confirmed, 1 acknowledged
+
+    def points() -> list[dict[str, Any]]:
+        return influxdb.points("alert", influx_db)
+
+    wait_until(lambda: len(points()) == 7, timeout=15, what="7 alert points")
+    assert {p["alert_id"] for p in points()} == ids
+    states = sorted(p["state"] for p in points() if p["alert_id"] == alert["id"])
+    assert states == ["acknowledged", "active"]
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_gas_leak_ramp_goes_major_critical_major_cleared(
+    site_factory: Any, database: str, request: pytest.FixtureRequest
+) -> None:
+    env = {}
+    if database == "postgresql":
+        postgres: Postgres = request.getfixturevalue("postgres")
+        env["HAZARDWATCH_DATABASE_URL"] = postgres.create_database(f"gas_{uuid.uuid4().hex[:8]}")
+    site: Site = site_factory(**env)
+    # 47 stays critical: level 2 (50) is left only below 50 - 5 (hysteresis).
+    for value in (5, 30, 31, 55, 47, 40, 24, 10):
+        site.send("gas-1", "telemetry", {"gas_lel_pct": value})
+    site.stream.wait_for(change("cleared", "gas_leak"), "the leak to clear")
+    time.sleep(0.5)  # a late extra change would show now
+    ramp = [
+        (b["action"], b["alert"]["severity"], b["alert"]["value"])
+        for b in site.stream.alert_changes()
+    ]
+    assert ramp == [
+        ("raised", "major", 30),
+        ("repeated", "major", 31),
+        ("severity", "critical", 55),
+        ("repeated", "critical", 47),
+        ("severity", "major", 40),
+        ("repeated", "major", 24),
+        ("cleared", "major", 24),  # the last value that showed the leak
+    ]
+    (alert,) = site.service.alerts(kind="gas_leak")
+    assert (alert["state"], alert["severity"], alert["count"]) == ("cleared", "major", 6)
+
+    # Across a restart the state comes from the database; a redelivery changes nothing.
+    site.restart(crash=False)
+    assert site.service.alerts(kind="gas_leak") == [alert]
+    site.send("gas-1", "telemetry", {"gas_lel_pct": 8})
+    response = site.service.api("POST", f"/api/v1/alerts/{alert['id']}/ack", json={})
+    assert response.json()["state"] == "resolved", "a cleared alarm, once seen, is done"
+    site.stream.wait_for(change("resolved", "gas_leak"), "resolved")
+    assert [b["action"] for b in site.stream.alert_changes()] == ["acknowledged", "resolved"]
+    (done,) = site.service.alerts(kind="gas_leak")
+    assert done["state"] == "resolved" and done["resolved_at"] is not None
+
+
+def test_a_silent_device_goes_offline_on_time_also_across_a_restart(site_factory: Any) -> None:
+    site: Site = site_factory()
+    # quiet-1: heartbeat 2 s, so offline 5 s after its last message.
+    site.send("quiet-1", "telemetry", {})
+    last = time.monotonic()
+    offline = site.stream.wait_for(change("raised", "device_offline", "quiet-1"), "offline")
+    fired = next(t for t, _, b in site.stream.events if b is offline)
+    assert 4.9 <= fired - last <= 6.0, f"fired {fired - last:.2f} s after the last message"
+    assert offline["alert"]["severity"] == "major"
+
+    # quiet-2: heartbeat 4 s (10 s). hazardwatch crashes 1 s after its last message; the
+    # restarted process measures silence from that message, not from its own start.
+    site.send("quiet-2", "telemetry", {})
+    last = time.monotonic()
+    time.sleep(1.0)
+    site.restart(crash=True)
+    assert time.monotonic() - last < 9, "the restart took too long for this test"
+    offline = site.stream.wait_for(change("raised", "device_offline", "quiet-2"), "offline")
+    fired = next(t for t, _, b in site.stream.events if b is offline)
+    assert 9.9 <= fired - last <= 11.0, f"fired {fired - last:.2f} s after the last message"
+    # quiet-1's alert was stored before the crash: still one, still open, not raised again.
+    assert [a["state"] for a in site.service.alerts(device="quiet-1")] == ["active"]
+    time.sleep(0.5)
+    raised = change("raised", "device_offline", "quiet-1")
+    assert not [b for b in site.stream.alert_changes() if raised(b)]
+
+    # A message clears it: the board keeps it as cleared until someone has seen it.
+    site.send("quiet-1", "telemetry", {})
+    cleared = site.stream.wait_for(change("cleared", "device_offline", "quiet-1"), "clear")
+    assert cleared["alert"]["state"] == "cleared"
+
+
+class WebhookReceiver:
+    """An HTTP server recording each POST: (path, delivery header, JSON body)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.received: list[tuple[str, str | None, dict[str, Any]]] = []
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers["Content-Length"])
+                body = json.loads(self.rfile.read(length))
+                received.append((self.path, self.headers.get("X-Hazardwatch-Delivery"), body))
+                reply = b'{"errcode": 0, "errmsg": "ok"}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self._server: ThreadingHTTPServer | None = None
+        self._handler = Handler
+
+    def start(self) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver(free_port())
+    yield server
+    server.stop()
+
+
+def test_a_webhook_that_is_down_receives_every_notification_once_back(
+    site_factory: Any, receiver: WebhookReceiver
+) -> None:
+    hooks = [{"name": "duty", "url": receiver.url("/duty"), "min_severity": "minor"}]
+    site: Site = site_factory(HAZARDWATCH_ALERTS__WEBHOOKS=json.dumps(hooks))
+    # The receiver is down (nothing listens on its port) while alarms come and go.
+    site.send("smoke-1", "event", {"type": "alarm", "source": "smoke"})
+    for value in (30, 55, 5):
+        site.send("gas-1", "telemetry", {"gas_lel_pct": value})
+    site.stream.wait_for(change("cleared", "gas_leak"), "the gas alarm to clear")
+    smoke = site.stream.wait_for(change("raised", "smoke_alarm"), "smoke")["alert"]
+    assert site.service.api("POST", f"/api/v1/alerts/{smoke['id']}/ack").status_code == 200
+    site.stream.wait_for(change("acknowledged", "smoke_alarm"), "the acknowledgement")
+    wait_until(
+        lambda: "delivery" in site.service.log_tail() and "failed" in site.service.log_tail(),
+        timeout=15,
+        what="a failed delivery in the log",
+    )
+    notified = [
+        (b["alert"]["id"], b["action"])
+        for b in site.stream.alert_changes()
+        if b["action"] != "repeated"
+    ]
+    assert len(notified) == 5  # smoke raised, acknowledged; gas raised, severity, cleared
+
+    # hazardwatch restarts meanwhile; the outbox is in the database.
+    site.restart(crash=False)
+    receiver.start()
+    wait_until(lambda: len(receiver.received) >= 5, timeout=60, what="5 notifications")
+    time.sleep(1.0)  # a double would come now
+    got = [(body["alert"]["id"], body["action"]) for _, _, body in receiver.received]
+    assert sorted(got) == sorted(notified)
+    for alert_id in {a for a, _ in notified}:  # in order per alert
+        assert [x for x in got if x[0] == alert_id] == [x for x in notified if x[0] == alert_id]
+    deliveries = [delivery for _, delivery, _ in receiver.received]
+    assert len(set(deliveries)) == 5 and None not in deliveries
+    first = receiver.received[0][2]
+    assert first["institution"]["name"] == "阳光养老院"
+
+
+def test_an_unacknowledged_critical_alert_escalates_until_acknowledged(
+    site_factory: Any, receiver: WebhookReceiver
+) -> None:
+    receiver.start()
+    hooks = [
+        {"name": "duty", "url": receiver.url("/duty")},
+        {"name": "principal", "url": receiver.url("/principal"), "format": "wecom", "level": 1},
+    ]
+    site: Site = site_factory(
+        HAZARDWATCH_ALERTS__WEBHOOKS=json.dumps(hooks),
+        HAZARDWATCH_ALERTS__ESCALATION_INTERVAL_S="1",
+    )
+    site.send("smoke-1", "event", {"type": "alarm", "source": "smoke"})
+    site.stream.wait_for(
+        lambda b: b["action"] == "escalated" and b["alert"]["escalation_level"] == 2,
+        "two escalations",
+    )
+    alert = site.stream.wait_for(change("raised", "smoke_alarm"), "smoke")["alert"]
+    assert site.service.api("POST", f"/api/v1/alerts/{alert['id']}/ack").status_code == 200
+    site.stream.wait_for(change("acknowledged", "smoke_alarm"), "the acknowledgement")
+    time.sleep(2.5)  # more than two intervals: no escalation after the acknowledgement
+    actions = [b["action"] for b in site.stream.alert_changes()]
+    assert actions[-1] == "acknowledged"
+    escalations = actions.count("escalated")
+    assert escalations >= 2
+
+    wait_until(
+        lambda: len([r for r in receiver.received if r[0] == "/duty"]) == len(actions),
+        timeout=15,
+        what="every change at the duty officer's",
+    )
+    principal = [body for path, _, body in receiver.received if path == "/principal"]
+    # The principal hears from level 1 on: every escalation, then the acknowledgement.
+    assert len(principal) == escalations + 1
+    for body in principal:
+        assert body["msgtype"] == "text"
+        assert "阳光养老院" in body["text"]["content"]
+        assert body["text"]["mentioned_mobile_list"] == ["13800000001"]
