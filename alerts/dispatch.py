@@ -23,6 +23,8 @@ Deliver = Callable[[Pending], None]
 DELIVERY_HEADER = "X-Hazardwatch-Delivery"
 WEBHOOK_TIMEOUT_S = 5.0
 MAX_BACKOFF_S = 300.0
+KEEP_DELIVERED = timedelta(days=7)  # delivered outbox rows are then deleted
+PRUNE_EVERY = timedelta(hours=1)
 
 
 class WebhookError(Exception):
@@ -61,6 +63,7 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self.delivered = 0
         self.failures = 0
+        self._next_prune = self._clock.now()
 
     def wake(self) -> None:
         """New rows are in the outbox."""
@@ -115,6 +118,9 @@ class Dispatcher:
             done.append(row.id)
         self._store.delivered(done, self._clock.now())
         self.delivered += len(done)
+        if now >= self._next_prune:
+            self._store.prune_delivered(now - KEEP_DELIVERED)
+            self._next_prune = now + PRUNE_EVERY
         return len(rows) == 200 and bool(done)
 
     def _deliver(self, row: Pending) -> None:

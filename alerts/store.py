@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, RowMapping, and_, func, insert, select, text, update
+from sqlalchemy import Engine, RowMapping, and_, delete, func, insert, select, text, update
 
 from alerts.tables import alert_checkpoint, alert_history, alerts, outbox
 from core.alerting import Alert, AlertAction, AlertChange, AlertKind, AlertState
@@ -257,6 +257,16 @@ class AlertStore:
         )
         with self.engine.connect() as connection:
             return {row[0] for row in connection.execute(query)}
+
+    def prune_delivered(self, before: datetime) -> int:
+        """Forget outbox rows delivered before `before` (the history keeps every change)."""
+        with self.engine.begin() as connection:
+            done = connection.execute(
+                delete(outbox).where(
+                    outbox.c.delivered_at.is_not(None), outbox.c.delivered_at < before
+                )
+            )
+        return int(done.rowcount or 0)
 
     def undelivered(self) -> int:
         """How many outbox rows wait."""

@@ -63,16 +63,17 @@ class Broadcaster:
     def publish(self, event: str, body: Any) -> StreamEvent:
         """Send an event to every subscriber; never blocks on a slow one."""
         data = orjson.dumps(body)
-        with self._lock:
+        gone = []
+        with self._lock:  # numbered and queued in one step: every client sees one order
             item = StreamEvent(self._next_id, event, data)
             self._next_id += 1
             self._recent.append(item)
-            subscribers = list(self._subscribers)
-        for subscriber in subscribers:
-            try:
-                subscriber._loop.call_soon_threadsafe(subscriber._offer, item)
-            except RuntimeError:  # its loop has closed: the client is gone
-                self._remove(subscriber)
+            for subscriber in self._subscribers:
+                try:
+                    subscriber._loop.call_soon_threadsafe(subscriber._offer, item)
+                except RuntimeError:  # its loop has closed: the client is gone
+                    gone.append(subscriber)
+            self._subscribers.difference_update(gone)
         return item
 
     def subscribe(self, last_id: int | None = None) -> Subscription:
