@@ -12,7 +12,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,6 +53,7 @@ FIRE: Key = (AlertKind.FIRE_CONFIRMED, "")
 NUISANCE: Key = (AlertKind.DEVICE_FAULT, "nuisance_alarms")
 _ON_BOARD = (AlertState.ACTIVE, AlertState.ACKNOWLEDGED)  # the condition holds
 _DAY = timedelta(hours=24)
+_ESCALATION_CHECK = timedelta(seconds=1)
 
 Change = tuple[str, AlertChange]  # the subject (device, or zone) and the change
 
@@ -111,6 +112,7 @@ class AlertEngine:
         self._heartbeat: dict[str, int] = {}  # announced in status messages
         self.watch = OfflineWatch(self._window_s)
         self.checkpoint_lsn = 0
+        self._next_escalation = datetime.min.replace(tzinfo=UTC)
         self.raised: dict[tuple[str, str], int] = {}  # (kind, severity) -> count, for metrics
 
     # ------------------------------------------------------------------ start-up
@@ -413,7 +415,9 @@ class AlertEngine:
                 detail = f"silent for {silent:.0f} s (allowed {window:.0f} s)"
                 place = _Place(device, device, info.institution, info.zone)
                 self._settle(place, None, OFFLINE, Condition(Severity.MAJOR, detail), now, out)
-            self._escalate(now, out)
+            if now >= self._next_escalation:  # once a second: it walks every open alert
+                self._escalate(now, out)
+                self._next_escalation = now + _ESCALATION_CHECK
             if out:
                 self._writer.submit(out, None)
 

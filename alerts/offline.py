@@ -14,20 +14,23 @@ _RECORD = struct.Struct("<dH")
 
 
 class OfflineWatch:
-    """Last receive time per device, and a one-second timer wheel of their deadlines.
+    """Last receive time per device, and a timer wheel of their deadlines.
 
-    A message costs one dict store. Deadlines are checked lazily: when a device's second comes,
-    its real deadline is computed from its latest message and it is either due or put back.
+    A message costs one dict store. Deadlines are checked lazily: when the slot of a device's
+    deadline comes, its real deadline is computed from its latest message and it is either due
+    or filed again. Slots are `resolution_s` wide, so a device is reported at most that long
+    after its deadline (plus however often `due` is called).
     Not thread-safe: the engine calls it under its lock.
     """
 
-    def __init__(self, window_s: Callable[[str], float]) -> None:
+    def __init__(self, window_s: Callable[[str], float], resolution_s: float = 0.05) -> None:
         self._window_s = window_s
+        self._resolution = resolution_s
         self._seen: dict[str, float] = {}
         self._wheel: defaultdict[int, set[str]] = defaultdict(set)
-        self._slot: dict[str, int] = {}  # the second each device is filed under
+        self._slot: dict[str, int] = {}  # the slot each device is filed under
         self._silent: set[str] = set()  # reported silent; waits for a message
-        self._next = 0  # the first second not checked yet
+        self._next = 0  # the first slot not checked yet
 
     def seen(self, device: str, at: float) -> None:
         """A message from `device`, received at `at` (epoch seconds)."""
@@ -50,16 +53,19 @@ class OfflineWatch:
         return self._seen.get(device)
 
     def _file(self, device: str) -> None:
-        slot = max(math.ceil(self._seen[device] + self._window_s(device)), self._next)
+        deadline = self._seen[device] + self._window_s(device)
+        # The slot whose end is at or after the deadline: checked once that end has come.
+        slot = max(math.ceil(deadline / self._resolution), self._next)
         self._slot[device] = slot
         self._wheel[slot].add(device)
 
     def due(self, now: float) -> list[tuple[str, float]]:
         """Devices whose silence passed their window by `now`: (device, silent seconds)."""
         found: list[tuple[str, float]] = []
-        if self._wheel and self._next < now - 1:  # first call, or a long pause: skip ahead
-            self._next = min(math.floor(now), *self._wheel)
-        while self._next <= now:
+        current = math.floor(now / self._resolution)
+        if self._wheel and self._next < current - 1:  # first call, or a long pause: skip ahead
+            self._next = min(current, *self._wheel)
+        while self._next <= current:
             for device in self._wheel.pop(self._next, ()):
                 del self._slot[device]
                 last = self._seen[device]
@@ -71,7 +77,7 @@ class OfflineWatch:
                     self._file(device)
             self._next += 1
             if not self._wheel:
-                self._next = max(self._next, math.floor(now))
+                self._next = max(self._next, current)
                 break
         return found
 

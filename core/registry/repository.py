@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import RegistryError
@@ -111,19 +112,36 @@ class RegistryRepository:
         return count
 
     def add_auto_registered(self, devices: Iterable[Device]) -> None:
-        """Add devices first seen on the wire, with a placeholder institution if needed."""
+        """Add devices first seen on the wire, with a placeholder institution if needed.
+
+        One short transaction of bulk statements: the SQLite file is shared with the alert
+        writer, which must not wait behind a row-by-row ORM flush.
+        """
+        wanted = {device.id: device for device in devices}
+        try:
+            self._add_new(wanted)
+        except IntegrityError:  # another process added some meanwhile: those are skipped now
+            self._add_new(wanted)
+
+    def _add_new(self, wanted: dict[str, Device]) -> None:
+        if not wanted:
+            return
         with self._sessions.begin() as session:
-            for device in devices:
-                if session.get(DeviceRow, device.id) is not None:
-                    continue
-                if session.get(InstitutionRow, device.institution) is None:
-                    placeholder = Institution(
-                        id=device.institution, name=device.institution, type=InstitutionType.OTHER
-                    )
-                    row = InstitutionRow(id=placeholder.id, **_institution_values(placeholder))
-                    session.add(row)
-                    session.flush()
-                session.add(DeviceRow(id=device.id, **_device_values(device)))
+            known = set(session.scalars(select(DeviceRow.id).where(DeviceRow.id.in_(wanted))))
+            new = [d for d in wanted.values() if d.id not in known]
+            if not new:
+                return
+            places = {d.institution for d in new}
+            have = set(
+                session.scalars(select(InstitutionRow.id).where(InstitutionRow.id.in_(places)))
+            )
+            missing = [Institution(id=i, name=i, type=InstitutionType.OTHER) for i in places - have]
+            if missing:
+                session.execute(
+                    insert(InstitutionRow),
+                    [{"id": i.id, **_institution_values(i)} for i in missing],
+                )
+            session.execute(insert(DeviceRow), [{"id": d.id, **_device_values(d)} for d in new])
 
     def devices(self) -> list[Device]:
         """Every device."""

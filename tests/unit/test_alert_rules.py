@@ -397,3 +397,34 @@ def test_unacknowledged_critical_alert_escalates_each_interval_until_acknowledge
     h.advance(3000)
     h.engine.tick()
     assert h.one(AlertKind.GAS_LEAK).escalations == 4
+
+
+def test_the_silence_watch_reports_within_its_resolution_of_the_deadline() -> None:
+    """Deadlines are not rounded up to whole seconds: never early, at most 0.05 s late."""
+    from alerts.offline import OfflineWatch
+
+    watch = OfflineWatch(lambda _device: 5.0, resolution_s=0.05)
+    start = 1_795_000_000.32
+    watch.seen("a", start)
+    watch.seen("b", start + 0.37)
+    assert watch.due(start + 4.999) == []
+    (found,) = watch.due(start + 5.05)
+    assert found[0] == "a" and 5.0 <= found[1] <= 5.051
+    assert watch.due(start + 5.369) == []
+    (found,) = watch.due(start + 5.42)
+    assert found[0] == "b" and 5.0 <= found[1] <= 5.051
+    watch.seen("a", start + 6)  # back, then silent again
+    assert watch.due(start + 10.999) == []
+    assert [d for d, _ in watch.due(start + 11.05)] == ["a"]
+
+
+def test_the_silence_watch_refiles_a_device_that_spoke_meanwhile() -> None:
+    from alerts.offline import OfflineWatch
+
+    watch = OfflineWatch(lambda _device: 5.0)
+    watch.seen("a", 100.0)
+    watch.seen("a", 103.0)  # filed at 105; its real deadline is 108
+    assert watch.due(105.5) == []
+    assert watch.due(107.99) == []
+    assert [d for d, _ in watch.due(108.0)] == ["a"]
+    assert watch.due(200.0) == [], "reported once per silence"
