@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy.exc import SQLAlchemyError
 
 from alerts.stage import AlertStage
 
@@ -35,4 +36,11 @@ class AlertCollector(Collector):
             "hazardwatch_notification_failures",
             "Failed delivery attempts, each retried",
             self._stage.dispatcher.failures,
+        )
+        try:
+            pending = self._stage.store.undelivered()
+        except SQLAlchemyError:  # the database is down: /metrics still answers
+            return
+        yield GaugeMetricFamily(
+            "hazardwatch_alert_outbox_pending", "Outbox rows not yet delivered", pending
         )

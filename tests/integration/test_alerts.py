@@ -188,6 +188,13 @@ def test_fire_in_one_zone_raises_smoke_alarms_then_fire_confirmed(
         ("acknowledged", "admin"),
     ]
 
+    metrics = site.service.api("GET", "/metrics").text
+    assert 'hazardwatch_alerts_raised_total{kind="smoke_alarm",severity="critical"} 3.0' in metrics
+    assert 'hazardwatch_alerts_raised_total{kind="fire_confirmed",severity="critical"} 1.0' in (
+        metrics
+    )
+    assert "hazardwatch_alerts_open 4.0" in metrics
+
     # Other systems: retained MQTT messages, one per open alert, as the API shows it.
     broker_url = site.service.env["HAZARDWATCH_MQTT_URL"]
     wait_until(
