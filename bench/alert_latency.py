@@ -27,6 +27,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Container
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,18 @@ def received_total(service: ServiceProcess) -> float:
     )
 
 
+def raised_at(stream: StreamReader, kind: str, devices: Container[str]) -> dict[str, float]:
+    """When the stream showed an alert of `kind` raised, for each of `devices` it has shown."""
+    return {
+        body["alert"]["device"]: at
+        for at, event, body in list(stream.events)
+        if event == "alert"
+        and body["action"] == "raised"
+        and body["alert"]["kind"] == kind
+        and body["alert"]["device"] in devices
+    }
+
+
 def alarms(
     service: ServiceProcess, url: str, stream: StreamReader, count: int
 ) -> tuple[list[float], list[float], float]:
@@ -114,14 +127,7 @@ def alarms(
     deadline = time.monotonic() + 30
     arrived: dict[str, float] = {}
     while len(arrived) < count and time.monotonic() < deadline:
-        arrived = {
-            body["alert"]["device"]: at
-            for at, event, body in list(stream.events)
-            if event == "alert"
-            and body["action"] == "raised"
-            and body["alert"]["kind"] == "smoke_alarm"
-            and body["alert"]["device"] in sent
-        }
+        arrived = raised_at(stream, "smoke_alarm", sent)
         time.sleep(0.2)
     client.disconnect()
     client.loop_stop()
@@ -151,14 +157,7 @@ def offline(url: str, stream: StreamReader, count: int) -> list[float]:
     time.sleep(window + 3)
     client.disconnect()
     client.loop_stop()
-    fired = {
-        body["alert"]["device"]: at
-        for at, event, body in list(stream.events)
-        if event == "alert"
-        and body["action"] == "raised"
-        and body["alert"]["kind"] == "device_offline"
-        and body["alert"]["device"] in deadlines
-    }
+    fired = raised_at(stream, "device_offline", deadlines)
     missing = count - len(fired)
     if missing:
         raise RuntimeError(f"{missing} of {count} silent devices were never reported offline")
