@@ -17,6 +17,10 @@ class DevicePublic(Device):
     last_seen: datetime | None = None
     reading_at: datetime | None = None
     reading: dict[str, float | bool] = Field(default_factory=dict, description="latest values")
+    last_seq: int | None = Field(default=None, description="highest seq received")
+    missing: int = Field(
+        default=0, description="messages skipped in seq since the service started, not come late"
+    )
 
 
 class DeadLetterPublic(BaseModel):

@@ -36,6 +36,14 @@ class IngestMetrics:
             "hazardwatch_store_lag_seconds", "age of the oldest record not in the store", registry=r
         )
         self.spool_bytes = Gauge("hazardwatch_spool_bytes", "size of the spool on disk", registry=r)
+        self.seq_missing = Counter(
+            "hazardwatch_seq_missing",
+            "messages skipped in a device's seq (never delivered, or late)",
+            registry=r,
+        )
+        self.seq_late = Counter(
+            "hazardwatch_seq_late", "messages that arrived after a higher seq", registry=r
+        )
         self._received: dict[str, Counter] = {}
         self._accepted: dict[str, Counter] = {}
         self.commit_batch = Gauge(

@@ -65,7 +65,7 @@ class IngestStage:
         self.dead_letters = DeadLetterStore(data_dir / "deadletters.sqlite")
         self.sink = sink
         self.directory = directory
-        self.presence = Presence()
+        self.presence = Presence(self.metrics)
         parser = Parser(prefix)
         self.receiver = Receiver(parser, directory, self.metrics)
         self.receiver.add_listener(self.presence)

@@ -24,5 +24,7 @@ async def get_device(device_id: str, context: ContextDep, _user: CurrentUser) ->
             "last_seen": state.last_seen,
             "reading_at": state.reading_at,
             "reading": state.reading,
+            "last_seq": state.last_seq,
+            "missing": state.missing,
         }
     return DevicePublic(**device.model_dump(), **live)

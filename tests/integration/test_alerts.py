@@ -188,7 +188,19 @@ def test_fire_in_one_zone_raises_smoke_alarms_then_fire_confirmed(
         ("acknowledged", "admin"),
     ]
 
+    # smoke-9 skips three messages (seq 2-4 never arrive): counted on the device.
+    site.devices.publish(TOPIC.format(device="smoke-9", channel="telemetry"), {"seq": 5})
+    site.devices.wait_all_acked()
+
+    def smoke_9() -> dict[str, Any]:
+        body: dict[str, Any] = site.service.api("GET", "/api/v1/devices/smoke-9").json()
+        return body
+
+    wait_until(lambda: smoke_9()["last_seq"] == 5, timeout=10, what="smoke-9's seq 5")
+    assert smoke_9()["missing"] == 3
+
     metrics = site.service.api("GET", "/metrics").text
+    assert "hazardwatch_seq_missing_total 3.0" in metrics
     assert 'hazardwatch_alerts_raised_total{kind="smoke_alarm",severity="critical"} 3.0' in metrics
     assert 'hazardwatch_alerts_raised_total{kind="fire_confirmed",severity="critical"} 1.0' in (
         metrics
