@@ -8,14 +8,17 @@ import threading
 import time
 from collections.abc import Sequence
 
+import orjson
+
 from core.errors import StoreError
+from core.models import MAX_PAYLOAD_BYTES
 from core.points import Point
 from core.ports import TimeSeriesSink
 from ingest.deadletters import DeadLetterStore
 from ingest.dedupe import digest
 from ingest.metrics import IngestMetrics
 from ingest.parser import Reason
-from ingest.records import DeadLetter, decode
+from ingest.records import DeadLetter, SpoolRecord, decode
 from ingest.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -94,12 +97,12 @@ class Forwarder:
         """Store one batch; False when stopping before it could be stored."""
         points: list[Point] = []
         letters: list[tuple[int, DeadLetter]] = []
-        for lsn, body in batch:
-            record = decode(body)
+        records = [decode(body) for _, body in batch]
+        for (lsn, _), record in zip(batch, records, strict=True):
             points.extend(record.points)
             if record.dead_letter is not None:
                 letters.append((lsn, record.dead_letter))
-        if not self._write_with_retry(points, letters):
+        if not self._write_with_retry(points, letters, records):
             return False
         if letters:
             self._dead_letters.add_many(letters)
@@ -107,7 +110,12 @@ class Forwarder:
         self._metrics.stored.inc(len(points))
         return True
 
-    def _write_with_retry(self, points: list[Point], letters: list[tuple[int, DeadLetter]]) -> bool:
+    def _write_with_retry(
+        self,
+        points: list[Point],
+        letters: list[tuple[int, DeadLetter]],
+        records: list[SpoolRecord],
+    ) -> bool:
         backoff = self._backoff_min
         while True:
             try:
@@ -117,7 +125,7 @@ class Forwarder:
             except StoreError as exc:
                 self._metrics.store_errors.inc()
                 if not exc.retryable:
-                    if self._write_one_by_one(points, letters):
+                    if self._write_one_by_one(records, letters):
                         return True
                     exc = StoreError(
                         "the store failed while points went one by one", retryable=True
@@ -130,7 +138,7 @@ class Forwarder:
             backoff = min(backoff * 2, self._backoff_max)
 
     def _write_one_by_one(
-        self, points: Sequence[Point], letters: list[tuple[int, DeadLetter]]
+        self, records: Sequence[SpoolRecord], letters: list[tuple[int, DeadLetter]]
     ) -> bool:
         """Find the points the store refuses and keep them as dead letters.
 
@@ -138,20 +146,22 @@ class Forwarder:
         nothing is dead-lettered and the whole batch is tried again later.
         """
         refused: list[tuple[int, DeadLetter]] = []
-        for point in points:
+        for record, point in ((r, p) for r in records for p in r.points):
             try:
                 self._sink.write([point])
             except StoreError as exc:
                 if exc.retryable:
                     return False
                 log.error("store refused a %s point of %s: %s", point.measurement, point.tags, exc)
+                # The message itself is not kept past the raw spool: the point stands for it.
+                wire = orjson.dumps(point.to_wire())
                 letter = DeadLetter(
-                    received_ms=point.time_ms,
+                    received_ms=record.received_ms,
                     topic=f"store:{point.measurement}",
                     reason=Reason.STORE_REJECTED,
                     detail=str(exc)[:300],
-                    payload=repr(point.to_wire()).encode()[:16384],
-                    size=0,
+                    payload=wire[:MAX_PAYLOAD_BYTES],
+                    size=len(wire),
                     institution=point.tags.get("institution"),
                     device=point.tags.get("device"),
                 )

@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import orjson
 import pytest
 
 from core.errors import StoreError
@@ -57,9 +58,15 @@ def _point(i: int) -> Point:
     return Point("reading", tags, {"smoke_db_m": 0.01, "seq": i}, 1_763_798_400_000 + i)
 
 
+RECEIVED_MS = 1_795_000_000_000
+
+
 def _spool_points(spool: Spool, start: int, count: int) -> None:
     spool.append(
-        [encode_points(f"d{i % 7}", i, 0, [_point(i)]) for i in range(start, start + count)]
+        [
+            encode_points(f"d{i % 7}", i, RECEIVED_MS + i, [_point(i)])
+            for i in range(start, start + count)
+        ]
     )
 
 
@@ -157,7 +164,10 @@ def test_points_the_store_refuses_become_dead_letters_and_the_rest_is_stored(
     assert len(sink.points) == 99
     letters = dead.list(reason="store_rejected")
     assert len(letters) == 1
-    assert letters[0][1].device == "d0"  # 42 % 7
+    letter = letters[0][1]
+    assert letter.device == "d0"  # 42 % 7
+    assert letter.received_ms == RECEIVED_MS + 42, "when the message came, not its ts"
+    assert orjson.loads(letter.payload) == _point(42).to_wire()
 
 
 def test_a_store_that_goes_away_during_the_one_by_one_pass_dead_letters_nothing(
