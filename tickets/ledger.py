@@ -1,0 +1,351 @@
+"""The ledger's work: tickets from alerts by policy, from people by hand, the loop, escalation.
+
+Alert changes come from the alert writer's thread (after they are stored), people's steps
+from the API, the clock's from a timer. One lock orders them within a process; the database's
+unique keys order two processes (a ticket opened by the other one is found and attached to).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from core.alerting import SYSTEM, Alert, AlertAction, AlertChange, AlertState, Severity, new_id
+from core.clock import Clock, SystemClock
+from core.errors import InvalidTransitionError, NotFoundError
+from core.registry.models import Institution
+from tickets.lifecycle import step
+from tickets.models import (
+    MAX_ESCALATION_LEVEL,
+    Evidence,
+    Ticket,
+    TicketAction,
+    TicketChange,
+    TicketEvent,
+    TicketSource,
+    TicketStatus,
+)
+from tickets.policy import Policy, Rule
+from tickets.store import DuplicateTicketError, TicketStore, Trigger
+
+log = logging.getLogger(__name__)
+
+InstitutionLookup = Callable[[str], Institution | None]
+AlertStateLookup = Callable[[str], AlertState | None]  # None: not known as open
+Listener = Callable[[TicketChange], None]
+
+# Alert changes that mean "the condition is there".
+_PRESENT = frozenset({AlertAction.RAISED, AlertAction.REACTIVATED, AlertAction.SEVERITY})
+_HOLDS = frozenset({AlertState.ACTIVE, AlertState.ACKNOWLEDGED})
+_UNTOUCHED = frozenset({TicketStatus.OPEN, TicketStatus.ASSIGNED})  # nobody worked on it yet
+UNASSIGNED = "未指定"
+
+
+class Ledger:
+    """Opens, attaches, moves and escalates tickets; tells listeners of every change."""
+
+    def __init__(
+        self,
+        store: TicketStore,
+        policy: Policy,
+        institutions: InstitutionLookup,
+        clock: Clock | None = None,
+        alert_state: AlertStateLookup | None = None,
+    ) -> None:
+        self.store = store
+        self._alert_state = alert_state or (lambda _alert_id: None)
+        self.policy = policy
+        self._institutions = institutions
+        self._clock = clock or SystemClock()
+        self._lock = threading.RLock()
+        self._listeners: list[Listener] = []
+
+    def add_listener(self, listener: Listener) -> None:
+        """Be told of every stored change, in order."""
+        self._listeners.append(listener)
+
+    # ------------------------------------------------------------------ from alerts
+
+    def on_alert(self, change: AlertChange) -> None:
+        """One stored alert change (the alert writer's listener)."""
+        alert = change.alert
+        rule = self.policy.rule(alert.kind)
+        if rule is None:
+            return
+        with self._lock:
+            if change.action in _PRESENT and alert.state is not AlertState.RESOLVED:
+                if rule.delay.total_seconds() == 0:
+                    self._open_or_attach(alert, rule)
+                elif change.action is not AlertAction.SEVERITY:  # counts from (re)appearing
+                    due = change.at + rule.delay
+                    self.store.add_trigger(Trigger(alert.id, due, alert.model_dump(mode="json")))
+            elif change.action is AlertAction.CLEARED or (
+                change.action is AlertAction.RESOLVED and alert.resolved_by == SYSTEM
+            ):  # the condition went away (a person resolving an alert says nothing of it)
+                self.store.drop_trigger(alert.id)
+                self._condition_gone(alert, rule)
+
+    def _open_or_attach(self, alert: Alert, rule: Rule) -> Ticket | None:
+        """The ticket of the alert's device and category, opened or with the alert attached."""
+        if self.store.ticket_of_alert(alert.id) is not None:
+            return None  # handled already (a redelivered change, or the other process)
+        for _ in range(3):  # lost a race: the winner's ticket is there to attach to
+            existing = self.store.open_for(alert.device, rule.category)
+            if existing is not None:
+                return self._attach(existing, alert)
+            change = self._new_from_alert(alert, rule)
+            try:
+                self.store.create(change)
+            except DuplicateTicketError:
+                if self.store.ticket_of_alert(alert.id) is not None:
+                    return None
+                continue
+            self._tell(change)
+            return change.ticket
+        log.error("could not open or find the ticket for alert %s", alert.id)
+        return None
+
+    def _attach(self, ticket: Ticket, alert: Alert) -> Ticket | None:
+        change = step(
+            ticket,
+            TicketAction.ATTACHED,
+            SYSTEM,
+            self._clock.now(),
+            note=alert.detail,
+            alert_id=alert.id,
+            occurrences=ticket.occurrences + 1,
+            alert_ids=[*ticket.alert_ids, alert.id],
+        )
+        if not self.store.save(change, new_alert=alert.id):
+            return None  # attached already
+        self._tell(change)
+        return change.ticket
+
+    def _new_from_alert(self, alert: Alert, rule: Rule) -> TicketChange:
+        now = self._clock.now()
+        unit, person, phone = self._responsible(alert.institution, rule)
+        where = f"设备 {alert.device}" + (f",防火分区 {alert.zone}" if alert.zone else "")
+        ticket = Ticket(
+            id=new_id(),
+            category=rule.category,
+            status=TicketStatus.OPEN,
+            source=TicketSource.SENSOR,
+            institution=alert.institution,
+            device=alert.device,
+            title=rule.title_zh,
+            description=f"{where}:{alert.detail}",
+            severity=rule.severity,
+            major_hazard=rule.major_hazard,
+            responsible_unit=unit,
+            responsible_person=person,
+            responsible_phone=phone,
+            verification_required=rule.verification,
+            found_at=alert.raised_at,
+            due_at=now + rule.deadline,
+            created_at=now,
+            updated_at=now,
+            reported_by=SYSTEM,
+            alert_ids=[alert.id],
+        )
+        event = TicketEvent(
+            at=now,
+            action=TicketAction.OPENED,
+            actor=SYSTEM,
+            note=f"alert {alert.kind} {alert.id}: {alert.detail}",
+            status=TicketStatus.OPEN,
+            alert_id=alert.id,
+        )
+        return TicketChange(ticket=ticket, event=event)
+
+    def _responsible(self, institution_id: str, rule: Rule) -> tuple[str, str, str | None]:
+        if rule.route is not None:
+            route = self.policy.routes[rule.route]
+            return route.unit, route.person, route.phone
+        institution = self._institutions(institution_id)
+        if institution is None:
+            return institution_id, UNASSIGNED, None
+        person = institution.safety_manager or institution.principal
+        if person is None:
+            return institution.name, UNASSIGNED, None
+        return institution.name, person.name, person.phone
+
+    def _condition_gone(self, alert: Alert, rule: Rule) -> None:
+        ticket_id = self.store.ticket_of_alert(alert.id)
+        ticket = self.store.get(ticket_id) if ticket_id else None
+        if ticket is None or not ticket.is_open:
+            return
+        now = self._clock.now()
+        evidence = [Evidence(name=f"alert {alert.id}: condition cleared at {now.isoformat()}")]
+        note = f"传感器显示已恢复 / the sensor shows the condition cleared ({alert.kind})"
+        others = [a for a in ticket.alert_ids if a != alert.id]
+        still = any(self._alert_state(a) in _HOLDS for a in others)
+        if still or ticket.status not in _UNTOUCHED or rule.when_cleared == "keep":
+            self._save(
+                step(ticket, TicketAction.CLEARED, SYSTEM, now, note=note, evidence=evidence)
+            )
+            return
+        # Nobody has worked on it: the system walks the loop as far as the policy lets it.
+        walk = [TicketAction.ASSIGNED, TicketAction.STARTED, TicketAction.RECTIFIED]
+        if rule.when_cleared == "close":
+            walk.append(TicketAction.VERIFIED)
+        for action in walk[1:] if ticket.status is TicketStatus.ASSIGNED else walk:
+            extra: dict[str, Any] = {}
+            if action is TicketAction.RECTIFIED:
+                extra["measures"] = ticket.measures or "传感器恢复正常 / condition cleared"
+            ticket = self._save(
+                step(ticket, action, SYSTEM, now, note=note, evidence=evidence, **extra)
+            ).ticket
+
+    # ------------------------------------------------------------------ the clock
+
+    def tick(self) -> None:
+        """Open tickets whose delay has passed; escalate overdue ones."""
+        now = self._clock.now()
+        with self._lock:
+            for trigger in self.store.due_triggers(now):
+                alert = Alert.model_validate(trigger.alert)
+                rule = self.policy.rule(alert.kind)
+                if rule is not None:
+                    self._open_or_attach(alert, rule)
+                self.store.drop_trigger(trigger.alert_id)
+            top = max((s.level for s in self.policy.escalation), default=0)
+            if top == 0:
+                return
+            for ticket in self.store.overdue(now, below_level=top):
+                level = self.policy.level_at(now - ticket.due_at)
+                if level > ticket.escalation_level:
+                    note = (
+                        f"逾期未整改,升级至第 {level} 级 / overdue since "
+                        f"{ticket.due_at.isoformat()}: escalated to level {level}"
+                    )
+                    self._save(
+                        step(
+                            ticket,
+                            TicketAction.ESCALATED,
+                            SYSTEM,
+                            now,
+                            note=note,
+                            escalation_level=level,
+                            listed_supervision=level >= MAX_ESCALATION_LEVEL,
+                        )
+                    )
+
+    # ------------------------------------------------------------------ people
+
+    def create(
+        self,
+        *,
+        actor: str,
+        source: TicketSource,
+        institution: str,
+        category: str,
+        title: str,
+        due_at: datetime,
+        description: str = "",
+        device: str | None = None,
+        severity: Severity = Severity.MAJOR,
+        major_hazard: bool = False,
+        responsible_unit: str | None = None,
+        responsible_person: str | None = None,
+        responsible_phone: str | None = None,
+        measures: str = "",
+        verification_required: bool = True,
+        found_at: datetime | None = None,
+        note: str | None = None,
+        evidence: list[Evidence] | None = None,
+    ) -> Ticket:
+        """A ticket from another channel (self-inspection, supervision, public report)."""
+        now = self._clock.now()
+        institution_row = self._institutions(institution)
+        if institution_row is None:
+            raise NotFoundError(f"no institution {institution!r}")
+        person = institution_row.safety_manager or institution_row.principal
+        ticket = Ticket(
+            id=new_id(),
+            category=category,
+            status=TicketStatus.OPEN,
+            source=source,
+            institution=institution,
+            device=device,
+            title=title,
+            description=description,
+            severity=severity,
+            major_hazard=major_hazard,
+            responsible_unit=responsible_unit or institution_row.name,
+            responsible_person=responsible_person or (person.name if person else UNASSIGNED),
+            responsible_phone=responsible_phone or (person.phone if person else None),
+            measures=measures,
+            verification_required=verification_required,
+            found_at=found_at or now,
+            due_at=due_at,
+            created_at=now,
+            updated_at=now,
+            reported_by=actor,
+        )
+        event = TicketEvent(
+            at=now,
+            action=TicketAction.OPENED,
+            actor=actor,
+            note=note,
+            status=TicketStatus.OPEN,
+            evidence=evidence or [],
+        )
+        change = TicketChange(ticket=ticket, event=event)
+        with self._lock:
+            try:
+                self.store.create(change)
+            except DuplicateTicketError:
+                raise InvalidTransitionError(
+                    f"device {device} has an open {category} ticket already"
+                ) from None
+            self._tell(change)
+        return ticket
+
+    def act(
+        self,
+        ticket_id: str,
+        action: TicketAction,
+        actor: str,
+        *,
+        note: str | None = None,
+        evidence: list[Evidence] | None = None,
+        **changes: Any,
+    ) -> Ticket:
+        """A person's step; InvalidTransitionError if the loop does not allow it."""
+        with self._lock:
+            ticket = self.store.get(ticket_id)
+            if ticket is None:
+                raise NotFoundError(f"no ticket {ticket_id!r}")
+            change = step(
+                ticket, action, actor, self._clock.now(), note=note, evidence=evidence, **changes
+            )
+            change = self._save(change)
+            if action is TicketAction.RECTIFIED and not change.ticket.verification_required:
+                # No on-site verification for this category: the report closes it out.
+                change = self._save(
+                    step(
+                        change.ticket,
+                        TicketAction.VERIFIED,
+                        SYSTEM,
+                        self._clock.now(),
+                        note="无需现场核查 / no on-site verification required",
+                    )
+                )
+            return change.ticket
+
+    # ------------------------------------------------------------------ common
+
+    def _save(self, change: TicketChange) -> TicketChange:
+        self.store.save(change)
+        self._tell(change)
+        return change
+
+    def _tell(self, change: TicketChange) -> None:
+        for listener in self._listeners:
+            try:
+                listener(change)
+            except Exception:  # one failing listener must not stop the ledger
+                log.exception("ticket listener %r failed on %s", listener, change.ticket.id)

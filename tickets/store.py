@@ -1,0 +1,278 @@
+"""The ledger in the SQL database: tickets, the alerts behind them, the audit trail, triggers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, RowMapping, and_, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from tickets.models import Ticket, TicketChange, TicketEvent, TicketStatus
+from tickets.tables import ticket_alerts, ticket_events, ticket_triggers, tickets
+
+_COLUMNS = [c.name for c in tickets.columns if c.name != "open_key"]
+
+
+def open_key(ticket: Ticket) -> str | None:
+    """What keeps one open ticket per (device, category); None for tickets without a device."""
+    if ticket.device is None or not ticket.is_open:
+        return None
+    return f"{ticket.device}|{ticket.category}"
+
+
+class DuplicateTicketError(Exception):
+    """Another writer opened the ticket of this device and category first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """An alert waiting for its delay: a ticket opens at `due_at` if it is still open."""
+
+    alert_id: str
+    due_at: datetime
+    alert: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TicketQuery:
+    """Filters of a ledger search; every one optional."""
+
+    statuses: Sequence[str] = ()
+    institutions: Sequence[str] | None = None  # None: all; []: none
+    sources: Sequence[str] = ()
+    category: str | None = None
+    device: str | None = None
+    found_from: datetime | None = None
+    found_before: datetime | None = None
+    overdue_at: datetime | None = None  # open and past the deadline at this time
+
+
+def _row(ticket: Ticket) -> dict[str, Any]:
+    values = ticket.model_dump(exclude={"alert_ids"})
+    values["open_key"] = open_key(ticket)
+    return values
+
+
+def _ticket(row: RowMapping, alert_ids: list[str]) -> Ticket:
+    return Ticket.model_validate({name: row[name] for name in _COLUMNS} | {"alert_ids": alert_ids})
+
+
+def _event_row(ticket_id: str, event: TicketEvent) -> dict[str, Any]:
+    values = event.model_dump(mode="json", include={"evidence"})
+    return {
+        "ticket_id": ticket_id,
+        "at": event.at,
+        "action": event.action.value,
+        "actor": event.actor,
+        "note": event.note,
+        "status": event.status.value,
+        "evidence": values["evidence"],
+        "alert_id": event.alert_id,
+    }
+
+
+class TicketStore:
+    """All SQL of the ledger. Every write is one transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # ------------------------------------------------------------------ writes
+
+    def create(self, change: TicketChange) -> None:
+        """Store a new ticket, its first audit line and its alerts.
+
+        Raises DuplicateTicketError when an open ticket of the device and category exists, or
+        one of the alerts is attached already (another process was first).
+        """
+        ticket = change.ticket
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(insert(tickets).values(_row(ticket)))
+                self._attach(connection, ticket.id, ticket.alert_ids, change.event.at)
+                connection.execute(
+                    insert(ticket_events).values(_event_row(ticket.id, change.event))
+                )
+        except IntegrityError as exc:
+            raise DuplicateTicketError(str(exc.orig)) from None
+
+    def save(self, change: TicketChange, new_alert: str | None = None) -> bool:
+        """Store a step: the ticket as it is after it and the audit line.
+
+        With `new_alert`, the alert is attached in the same transaction; False (and nothing
+        stored) when it is attached to a ticket already.
+        """
+        ticket = change.ticket
+        try:
+            with self.engine.begin() as connection:
+                if new_alert is not None:
+                    self._attach(connection, ticket.id, [new_alert], change.event.at)
+                values = _row(ticket)
+                connection.execute(update(tickets).where(tickets.c.id == ticket.id).values(values))
+                connection.execute(
+                    insert(ticket_events).values(_event_row(ticket.id, change.event))
+                )
+        except IntegrityError:
+            if new_alert is None:
+                raise
+            return False
+        return True
+
+    def _attach(
+        self, connection: Connection, ticket_id: str, alert_ids: Sequence[str], at: datetime
+    ) -> None:
+        if alert_ids:
+            connection.execute(
+                insert(ticket_alerts),
+                [{"alert_id": a, "ticket_id": ticket_id, "attached_at": at} for a in alert_ids],
+            )
+
+    def add_trigger(self, trigger: Trigger) -> None:
+        """Remember an alert that opens a ticket later (idempotent)."""
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(
+                    insert(ticket_triggers).values(
+                        alert_id=trigger.alert_id, due_at=trigger.due_at, alert=trigger.alert
+                    )
+                )
+        except IntegrityError:
+            pass  # remembered already
+
+    def drop_trigger(self, alert_id: str) -> bool:
+        """Forget a waiting alert; True if it was waiting."""
+        with self.engine.begin() as connection:
+            done = connection.execute(
+                delete(ticket_triggers).where(ticket_triggers.c.alert_id == alert_id)
+            )
+        return bool(done.rowcount)
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, ticket_id: str) -> Ticket | None:
+        """One ticket with its alert ids, or None."""
+        with self.engine.connect() as connection:
+            row = connection.execute(select(tickets).where(tickets.c.id == ticket_id)).mappings()
+            found = row.first()
+            if found is None:
+                return None
+            return _ticket(found, self._alert_ids(connection, [ticket_id])[ticket_id])
+
+    def open_for(self, device: str, category: str) -> Ticket | None:
+        """The open ticket of a device and category, if any."""
+        key = f"{device}|{category}"
+        with self.engine.connect() as connection:
+            found = (
+                connection.execute(select(tickets).where(tickets.c.open_key == key))
+                .mappings()
+                .first()
+            )
+            if found is None:
+                return None
+            return _ticket(found, self._alert_ids(connection, [found["id"]])[found["id"]])
+
+    def ticket_of_alert(self, alert_id: str) -> str | None:
+        """The ticket an alert is attached to."""
+        with self.engine.connect() as connection:
+            value: str | None = connection.execute(
+                select(ticket_alerts.c.ticket_id).where(ticket_alerts.c.alert_id == alert_id)
+            ).scalar()
+            return value
+
+    def events(self, ticket_id: str) -> list[TicketEvent]:
+        """The audit trail, oldest first."""
+        query = (
+            select(ticket_events)
+            .where(ticket_events.c.ticket_id == ticket_id)
+            .order_by(ticket_events.c.id)
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+        return [
+            TicketEvent.model_validate({k: r[k] for k in TicketEvent.model_fields}) for r in rows
+        ]
+
+    def search(self, query: TicketQuery, limit: int = 100, offset: int = 0) -> list[Ticket]:
+        """Tickets matching, newest found first."""
+        statement = (
+            select(tickets)
+            .where(*self._filters(query))
+            .order_by(tickets.c.found_at.desc(), tickets.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(statement).mappings().all()
+            ids = self._alert_ids(connection, [r["id"] for r in rows])
+        return [_ticket(r, ids[r["id"]]) for r in rows]
+
+    def count(self, query: TicketQuery) -> int:
+        """How many tickets match."""
+        statement = select(func.count()).select_from(tickets).where(*self._filters(query))
+        with self.engine.connect() as connection:
+            return int(connection.execute(statement).scalar() or 0)
+
+    def overdue(self, now: datetime, below_level: int, limit: int = 500) -> list[Ticket]:
+        """Open tickets past their deadline whose escalation level is below `below_level`."""
+        statement = (
+            select(tickets)
+            .where(
+                tickets.c.status != TicketStatus.CLOSED.value,
+                tickets.c.due_at < now,
+                tickets.c.escalation_level < below_level,
+            )
+            .order_by(tickets.c.due_at)
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(statement).mappings().all()
+            ids = self._alert_ids(connection, [r["id"] for r in rows])
+        return [_ticket(r, ids[r["id"]]) for r in rows]
+
+    def due_triggers(self, now: datetime, limit: int = 500) -> list[Trigger]:
+        """Waiting alerts whose delay has passed, oldest first."""
+        statement = (
+            select(ticket_triggers)
+            .where(ticket_triggers.c.due_at <= now)
+            .order_by(ticket_triggers.c.due_at)
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(statement).mappings().all()
+        return [Trigger(r["alert_id"], r["due_at"], r["alert"]) for r in rows]
+
+    def _filters(self, query: TicketQuery) -> list[Any]:
+        c = tickets.c
+        where: list[Any] = []
+        if query.statuses:
+            where.append(c.status.in_(list(query.statuses)))
+        if query.institutions is not None:
+            where.append(c.institution.in_(list(query.institutions)))
+        if query.sources:
+            where.append(c.source.in_(list(query.sources)))
+        if query.category:
+            where.append(c.category == query.category)
+        if query.device:
+            where.append(c.device == query.device)
+        if query.found_from is not None:
+            where.append(c.found_at >= query.found_from)
+        if query.found_before is not None:
+            where.append(c.found_at < query.found_before)
+        if query.overdue_at is not None:
+            where.append(and_(c.status != TicketStatus.CLOSED.value, c.due_at < query.overdue_at))
+        return where
+
+    def _alert_ids(self, connection: Connection, ids: Sequence[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {i: [] for i in ids}
+        if ids:
+            statement = (
+                select(ticket_alerts.c.ticket_id, ticket_alerts.c.alert_id)
+                .where(ticket_alerts.c.ticket_id.in_(list(ids)))
+                .order_by(ticket_alerts.c.attached_at, ticket_alerts.c.alert_id)
+            )
+            for ticket_id, alert_id in connection.execute(statement):
+                found[ticket_id].append(alert_id)
+        return found
