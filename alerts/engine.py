@@ -488,6 +488,23 @@ class AlertEngine:
             log.error("alert %s: %s by %s is not stored yet", alert_id, out[-1][1].action, actor)
         return alert
 
+    def link_ticket(self, alert_id: str, ticket_id: str) -> None:
+        """The ledger opened (or attached the alert to) a ticket: the alert shows it."""
+        with self._lock:
+            where = self._by_id.get(alert_id)
+            if where is None:  # resolved meanwhile: the ticket keeps the link
+                return
+            subject, key = where
+            alert = self._open[subject][key]
+            if alert.ticket_id == ticket_id:
+                return
+            alert = alert.model_copy(
+                update={"ticket_id": ticket_id, "updated_at": self._clock.now()}
+            )
+            out: list[Change] = []
+            self._emit(subject, key, alert, AlertAction.TICKETED, SYSTEM, ticket_id, out)
+            self._writer.submit(out, None)
+
     def _emit(
         self,
         subject: str,

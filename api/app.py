@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api.deps import ApiContext
-from api.routers import alerts, dead_letters, devices, health, stream
+from api.routers import alerts, dead_letters, devices, health, stream, tickets
 
 
 def create_app(context: ApiContext) -> FastAPI:
@@ -16,5 +16,6 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(devices.router)
     app.include_router(dead_letters.router)
     app.include_router(alerts.router)
+    app.include_router(tickets.router)
     app.include_router(stream.router)
     return app

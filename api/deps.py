@@ -16,6 +16,7 @@ from core.broadcast import Broadcaster
 from core.registry.repository import RegistryRepository
 from ingest.deadletters import DeadLetterStore
 from ingest.presence import Presence
+from tickets.stage import TicketStage
 
 ReadinessCheck = Callable[[], bool]
 
@@ -31,6 +32,7 @@ class ApiContext:
     metrics: CollectorRegistry
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
     alerts: AlertStage | None = None
+    tickets: TicketStage | None = None
     broadcaster: Broadcaster = field(default_factory=Broadcaster)
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.alerting import Alert, AlertAction, AlertState
+from core.alerting import Alert, AlertAction, AlertState, Severity
 from core.registry.models import Device
+from tickets.models import Ticket, TicketEvent
 
 
 class DevicePublic(Device):
@@ -69,3 +71,62 @@ class AlertDetail(Alert):
     """An alert with its history."""
 
     history: list[HistoryPublic]
+
+
+class EvidenceLink(BaseModel):
+    """Evidence given by reference: a photo or report kept elsewhere."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    url: str = Field(min_length=1, max_length=2000, pattern=r"^https?://")
+
+
+class TicketStep(BaseModel):
+    """The body of a step: a note and evidence, both optional."""
+
+    model_config = ConfigDict(extra="forbid")
+    note: str | None = Field(default=None, max_length=5000)
+    evidence: list[EvidenceLink] = Field(default_factory=list, max_length=20)
+
+
+class TicketAssign(TicketStep):
+    """Assigning, optionally to another responsible unit or person."""
+
+    responsible_unit: str | None = Field(default=None, min_length=1, max_length=200)
+    responsible_person: str | None = Field(default=None, min_length=1, max_length=100)
+    responsible_phone: str | None = Field(default=None, max_length=40)
+
+
+class TicketRectified(TicketStep):
+    """Reporting the rectification done, with the measures taken (整改措施)."""
+
+    measures: str = Field(min_length=1, max_length=5000)
+
+
+class TicketCreate(BaseModel):
+    """A hazard from another channel than the sensors."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: Literal["self_inspection", "supervisory_inspection", "public_report"]
+    institution: str = Field(min_length=1, max_length=64)
+    category: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    title: str = Field(min_length=1, max_length=200, description="隐患描述")
+    description: str = Field(default="", max_length=5000)
+    device: str | None = Field(default=None, max_length=64)
+    severity: Severity = Severity.MAJOR
+    major_hazard: bool = False
+    responsible_unit: str | None = Field(default=None, min_length=1, max_length=200)
+    responsible_person: str | None = Field(default=None, min_length=1, max_length=100)
+    responsible_phone: str | None = Field(default=None, max_length=40)
+    measures: str = Field(default="", max_length=5000)
+    verification_required: bool = True
+    found_at: datetime | None = Field(default=None, description="default: now")
+    due_at: datetime = Field(description="rectification deadline (整改时限)")
+    note: str | None = Field(default=None, max_length=5000)
+    evidence: list[EvidenceLink] = Field(default_factory=list, max_length=20)
+
+
+class TicketDetail(Ticket):
+    """A ticket with its audit trail, oldest first."""
+
+    events: list[TicketEvent]

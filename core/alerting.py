@@ -57,6 +57,7 @@ class AlertAction(StrEnum):
     CONFIRMED = "confirmed"  # a smoke alarm that another detector of its zone confirmed
     ESCALATED = "escalated"  # notified again, one level up the contact chain
     SUPPRESSED = "suppressed"  # seen during a test-button window: recorded, not raised
+    TICKETED = "ticketed"  # a hazard ticket was opened for it (note: the ticket id)
 
 
 MAX_ESCALATION_LEVEL = 3

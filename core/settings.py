@@ -134,6 +134,15 @@ class AlertSettings(BaseModel):
         return self
 
 
+class TicketSettings(BaseModel):
+    """The hazard ledger."""
+
+    model_config = _SECTION
+    policy: Path | None = Field(
+        default=None, description="ticket policy YAML; unset: the shipped tickets/policy.yaml"
+    )
+
+
 class Settings(BaseSettings):
     """Configuration of one hazardwatch process (contract section 4)."""
 
@@ -178,6 +187,10 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(
         default_factory=AlertSettings,
         description="alert thresholds and notification ([alerts] in TOML, HAZARDWATCH_ALERTS__*)",
+    )
+    tickets: TicketSettings = Field(
+        default_factory=TicketSettings,
+        description="the hazard ledger ([tickets] in TOML, HAZARDWATCH_TICKETS__*)",
     )
 
     @field_validator("mqtt_url")

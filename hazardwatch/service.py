@@ -21,7 +21,7 @@ from alerts.stage import AlertStage
 from alerts.writer import utc
 from api.app import create_app
 from api.deps import ApiContext
-from core.alerting import AlertChange
+from core.alerting import AlertChange, AlertState
 from core.broadcast import Broadcaster
 from core.db import WalCheckpointer, make_engine, session_factory, upgrade
 from core.ports import TimeSeriesSink
@@ -34,6 +34,9 @@ from ingest.sinks.embedded import EmbeddedSink
 from ingest.sinks.influx_v1 import InfluxV1Sink
 from ingest.sinks.influx_v2 import InfluxV2Sink
 from ingest.stage import CLIENT_ID, IngestStage
+from tickets.models import TicketAction, TicketChange
+from tickets.policy import load_policy
+from tickets.stage import TicketStage
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,7 @@ class Service:
     broker: EmbeddedBroker | None = None
     ingest: IngestStage = field(init=False)
     alerts: AlertStage = field(init=False)
+    tickets: TicketStage = field(init=False)
     repository: RegistryRepository = field(init=False)
     checkpointer: WalCheckpointer = field(init=False)
     broadcaster: Broadcaster = field(default_factory=Broadcaster)
@@ -99,6 +103,7 @@ class Service:
         # waits up to this long for the GIL after each I/O call. With Python's 5 ms, an alarm's
         # database calls added up: p99 50 ms against 37 ms in bench.alert_latency.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
+        policy = load_policy(settings.tickets.policy)  # a bad file stops the start here
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade(settings.sql_url)
         engine = make_engine(settings.sql_url)
@@ -130,9 +135,16 @@ class Service:
             publisher=AlertPublisher(endpoint, mqtt5=self.broker is None),
             sink=build_sink(settings),
         )
+        self.tickets = TicketStage(
+            policy,
+            engine,
+            self.repository.institution,
+            alert_state=self._alert_state,
+        )
         self._wire()
         self.ingest.recover()
         self.alerts.start(self.ingest.recovered_seen.items())
+        self.tickets.start()
         self.ingest.start()
         # What is loaded by now (code, registry, recovered state) lives as long as the process:
         # the collector need not walk it again. Full collections over everything took 70-100 ms
@@ -150,15 +162,28 @@ class Service:
         def publish(change: AlertChange) -> None:
             self.broadcaster.publish("alert", change_event(change))
 
+        def ticket_changed(change: TicketChange) -> None:
+            self.broadcaster.publish("ticket", ticket_event(change))
+            alert_id = change.event.alert_id
+            if alert_id and change.event.action in (TicketAction.OPENED, TicketAction.ATTACHED):
+                alerts.engine.link_ticket(alert_id, change.ticket.id)
+
         self.ingest.receiver.add_listener(observe)
         self.ingest.barriers.append(alerts.barrier)
         alerts.writer.add_listener(publish)
+        alerts.writer.add_listener(self.tickets.submit)
+        self.tickets.ledger.add_listener(ticket_changed)
         self.ingest.metrics.registry.register(AlertCollector(alerts))
+
+    def _alert_state(self, alert_id: str) -> AlertState | None:
+        alert = self.alerts.engine.get(alert_id)
+        return alert.state if alert is not None else None
 
     def stop(self) -> None:
         """Stop in reverse order; what was received is durable when this returns."""
         self.ingest.stop()
         self.alerts.stop()
+        self.tickets.stop()
         self.ingest.directory.stop()
         self.checkpointer.stop()
         if self.broker is not None:
@@ -173,6 +198,7 @@ class Service:
             presence=self.ingest.presence,
             metrics=self.ingest.metrics.registry,
             alerts=self.alerts,
+            tickets=self.tickets,
             broadcaster=self.broadcaster,
             readiness={
                 "broker": self.ingest.source.connected.is_set,
@@ -180,6 +206,18 @@ class Service:
                 "database": self.repository.ping,
             },
         )
+
+
+def ticket_event(change: TicketChange) -> dict[str, Any]:
+    """The body of a `ticket` event on the stream."""
+    event = change.event
+    return {
+        "action": event.action.value,
+        "at": utc(event.at),
+        "actor": event.actor,
+        "note": event.note,
+        "ticket": change.ticket.model_dump(mode="json"),
+    }
 
 
 def change_event(change: AlertChange) -> dict[str, Any]:

@@ -63,6 +63,10 @@ class Ledger:
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
 
+    def now(self) -> datetime:
+        """The ledger's clock."""
+        return self._clock.now()
+
     def add_listener(self, listener: Listener) -> None:
         """Be told of every stored change, in order."""
         self._listeners.append(listener)

@@ -20,6 +20,7 @@ from core.registry.repository import RegistryRepository
 from core.settings import parse_mqtt_url
 from ingest.sinks.influx_v1 import InfluxV1Sink
 from ingest.stage import IngestStage
+from tests.integration.sites import site_factory  # noqa: F401 - a fixture for the tests
 from tests.servers import InfluxDB1, Mosquitto, MosquittoFactory, Postgres, require_binary
 
 

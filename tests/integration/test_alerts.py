@@ -12,100 +12,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.integration.mqtt_tools import Publisher, wait_until
-from tests.integration.service_process import ServiceProcess, StreamReader, change
-from tests.servers import InfluxDB1, Mosquitto, Postgres, free_port
-
-REGISTRY = """\
-institutions:
-  - id: inst-1
-    name: 阳光养老院
-    type: elderly_care
-    town: 城关镇
-    principal: {name: 张三, phone: "13800000001"}
-    safety_manager: {name: 李四, phone: "13800000002"}
-devices:
-  - {id: smoke-1, institution: inst-1, kind: smoke, zone: 2F-east}
-  - {id: smoke-2, institution: inst-1, kind: smoke, zone: 2F-east}
-  - {id: smoke-9, institution: inst-1, kind: smoke, zone: 1F}
-  - {id: gas-1, institution: inst-1, kind: gas, zone: kitchen}
-  - {id: quiet-1, institution: inst-1, kind: smoke, heartbeat_s: 2}
-  - {id: quiet-2, institution: inst-1, kind: smoke, heartbeat_s: 4}
-"""
-TOPIC = "hazardwatch/v1/inst-1/{device}/{channel}"
-
-
-class Site:
-    """A service with the registry above, a detector publisher and a stream reader."""
-
-    def __init__(
-        self, tmp_path: Path, broker: Mosquitto, influx: tuple[InfluxDB1, str], env: dict[str, str]
-    ) -> None:
-        server, db = influx
-        tmp_path.mkdir(parents=True, exist_ok=True)
-        self.service = ServiceProcess(
-            tmp_path,
-            {
-                "HAZARDWATCH_MQTT_URL": broker.url,
-                "HAZARDWATCH_INFLUX_URL": server.url,
-                "HAZARDWATCH_INFLUX_API": "v1",
-                "HAZARDWATCH_INFLUX_DB": db,
-                **env,
-            },
-        )
-        registry = tmp_path / "registry.yaml"
-        registry.write_text(REGISTRY, encoding="utf-8")
-        self.service.hazardwatch("registry", "import", str(registry))
-        self.service.start()
-        self.stream = StreamReader(self.service)
-        self.devices = Publisher(broker.url)
-        self._seq: dict[str, int] = {}
-
-    def send(self, device: str, channel: str, body: dict[str, Any]) -> None:
-        """Publish one message of `device` with its next `seq`, and wait for the broker."""
-        seq = self._seq[device] = self._seq.get(device, 0) + 1
-        self.devices.publish(TOPIC.format(device=device, channel=channel), {"seq": seq, **body})
-        self.devices.wait_all_acked()
-
-    def restart(self, *, crash: bool) -> None:
-        """Kill (crash) or stop the service and start it again with the same data."""
-        self.stream.close()
-        if crash:
-            self.service.kill()
-        else:
-            assert self.service.stop() == 0, self.service.log_tail()
-        self.service.start()
-        self.stream = StreamReader(self.service)
-
-    def close(self) -> None:
-        self.devices.close()
-        self.stream.close()
-        self.service.close()
-
-
-@pytest.fixture
-def site_factory(
-    tmp_path: Path, mosquitto_factory: Any, influxdb: InfluxDB1, influx_db: str
-) -> Iterator[Any]:
-    """Sites on a fresh broker each; `make(**env)` starts one."""
-    sites: list[Site] = []
-
-    def make(**env: str) -> Site:
-        broker: Mosquitto = mosquitto_factory()
-        site = Site(tmp_path / f"site-{len(sites)}", broker, (influxdb, influx_db), env)
-        sites.append(site)
-        return site
-
-    yield make
-    for site in sites:
-        site.close()
+from tests.integration.mqtt_tools import wait_until
+from tests.integration.service_process import change
+from tests.integration.sites import TOPIC, Site
+from tests.servers import InfluxDB1, Postgres, free_port
 
 
 def retained_alerts(broker_url: str, timeout: float = 3.0) -> dict[str, dict[str, Any]]:
@@ -146,7 +62,9 @@ def test_fire_in_one_zone_raises_smoke_alarms_then_fire_confirmed(
     site.send("smoke-2", "telemetry", {"smoke_db_m": 0.35})
     fire = stream.wait_for(change("raised", "fire_confirmed"), "fire_confirmed")
     actions = [
-        (b["action"], b["alert"]["kind"], b["alert"]["device"]) for b in stream.alert_changes()
+        (b["action"], b["alert"]["kind"], b["alert"]["device"])
+        for b in stream.alert_changes()
+        if b["action"] != "ticketed"  # the ledger's, asynchronous: below
     ]
     assert actions == [
         ("raised", "smoke_alarm", "smoke-9"),
@@ -172,6 +90,12 @@ def test_fire_in_one_zone_raises_smoke_alarms_then_fire_confirmed(
     assert board[0]["kind"] == "fire_confirmed", "newest first"
     ids = {a["id"] for a in board}
 
+    # A confirmed fire opens an incident-review ticket; the alert names it.
+    ticketed = stream.wait_for(change("ticketed", "fire_confirmed"), "the ticket")
+    (review,) = site.service.api("GET", "/api/v1/tickets").json()
+    assert (review["category"], review["alert_ids"]) == ("incident_review", [alert["id"]])
+    assert ticketed["alert"]["ticket_id"] == review["id"]
+
     # The duty officer acknowledges the fire with a note; the stream says who did.
     response = site.service.api(
         "POST", f"/api/v1/alerts/{alert['id']}/ack", json={"note": "已派人到场"}
@@ -185,6 +109,7 @@ def test_fire_in_one_zone_raises_smoke_alarms_then_fire_confirmed(
     detail = site.service.api("GET", f"/api/v1/alerts/{alert['id']}").json()
     assert [(h["action"], h["actor"]) for h in detail["history"]] == [
         ("raised", "system"),
+        ("ticketed", "system"),
         ("acknowledged", "admin"),
     ]
 
@@ -219,15 +144,15 @@ def test_fire_in_one_zone_raises_smoke_alarms_then_fire_confirmed(
 
     # Dashboards: every change is an `alert` point (repeats only update the board).
     changes = [b for b in stream.alert_changes() if b["action"] != "repeated"]
-    assert len(changes) == 7  # 4 raised, 2 confirmed, 1 acknowledged
+    assert len(changes) == 8  # 4 raised, 2 confirmed, 1 ticketed, 1 acknowledged
 
     def points() -> list[dict[str, Any]]:
         return influxdb.points("alert", influx_db)
 
-    wait_until(lambda: len(points()) == 7, timeout=15, what="7 alert points")
+    wait_until(lambda: len(points()) == 8, timeout=15, what="8 alert points")
     assert {p["alert_id"] for p in points()} == ids
     states = sorted(p["state"] for p in points() if p["alert_id"] == alert["id"])
-    assert states == ["acknowledged", "active"]
+    assert states == ["acknowledged", "active", "active"]  # raised, ticketed, acknowledged
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
@@ -247,6 +172,7 @@ def test_gas_leak_ramp_goes_major_critical_major_cleared(
     ramp = [
         (b["action"], b["alert"]["severity"], b["alert"]["value"])
         for b in site.stream.alert_changes()
+        if b["action"] != "ticketed"  # the ledger's, asynchronous: below
     ]
     assert ramp == [
         ("raised", "major", 30),
@@ -259,6 +185,19 @@ def test_gas_leak_ramp_goes_major_critical_major_cleared(
     ]
     (alert,) = site.service.alerts(kind="gas_leak")
     assert (alert["state"], alert["severity"], alert["count"]) == ("cleared", "major", 6)
+    # A gas leak is a major hazard: a ticket opened at once; cleared, it waits for a person
+    # to verify on site.
+    (ticket,) = site.service.api("GET", "/api/v1/tickets", params={"category": "gas_leak"}).json()
+    assert ticket["major_hazard"] and ticket["alert_ids"] == [alert["id"]]
+    assert alert["ticket_id"] == ticket["id"]
+    wait_until(
+        lambda: (
+            site.service.api("GET", f"/api/v1/tickets/{ticket['id']}").json()["status"]
+            == "awaiting_verification"
+        ),
+        timeout=10,
+        what="the ticket to await verification",
+    )
 
     # Across a restart the state comes from the database; a redelivery changes nothing.
     site.restart(crash=False)
@@ -268,6 +207,9 @@ def test_gas_leak_ramp_goes_major_critical_major_cleared(
     assert response.json()["state"] == "resolved", "a cleared alarm, once seen, is done"
     site.stream.wait_for(change("resolved", "gas_leak"), "resolved")
     assert [b["action"] for b in site.stream.alert_changes()] == ["acknowledged", "resolved"]
+    # Resolving the alert does not close the ticket: on-site verification does.
+    ticket = site.service.api("GET", f"/api/v1/tickets/{ticket['id']}").json()
+    assert ticket["status"] == "awaiting_verification"
     (done,) = site.service.alerts(kind="gas_leak")
     assert done["state"] == "resolved" and done["resolved_at"] is not None
 
@@ -304,6 +246,13 @@ def test_a_silent_device_goes_offline_on_time_also_across_a_restart(site_factory
     assert cleared["alert"]["state"] == "cleared"
 
 
+class _JoiningServer(ThreadingHTTPServer):
+    """Waits for its request threads on close, so that no connection outlives the test."""
+
+    daemon_threads = False
+    block_on_close = True
+
+
 class WebhookReceiver:
     """An HTTP server recording each POST: (path, delivery header, JSON body)."""
 
@@ -313,6 +262,8 @@ class WebhookReceiver:
         received = self.received
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = 5  # a connection that sends nothing does not hold stop() forever
+
             def do_POST(self) -> None:
                 length = int(self.headers["Content-Length"])
                 body = json.loads(self.rfile.read(length))
@@ -331,7 +282,7 @@ class WebhookReceiver:
         self._handler = Handler
 
     def start(self) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler)
+        self._server = _JoiningServer(("127.0.0.1", self.port), self._handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
@@ -372,7 +323,7 @@ def test_a_webhook_that_is_down_receives_every_notification_once_back(
     notified = [
         (b["alert"]["id"], b["action"])
         for b in site.stream.alert_changes()
-        if b["action"] != "repeated"
+        if b["action"] not in ("repeated", "ticketed")  # changes no one is notified of
     ]
     assert len(notified) == 5  # smoke raised, acknowledged; gas raised, severity, cleared
 
@@ -412,7 +363,7 @@ def test_an_unacknowledged_critical_alert_escalates_until_acknowledged(
     assert site.service.api("POST", f"/api/v1/alerts/{alert['id']}/ack").status_code == 200
     site.stream.wait_for(change("acknowledged", "smoke_alarm"), "the acknowledgement")
     time.sleep(2.5)  # more than two intervals: no escalation after the acknowledgement
-    actions = [b["action"] for b in site.stream.alert_changes()]
+    actions = [b["action"] for b in site.stream.alert_changes() if b["action"] != "ticketed"]
     assert actions[-1] == "acknowledged"
     escalations = actions.count("escalated")
     assert escalations >= 2

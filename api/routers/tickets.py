@@ -1,0 +1,178 @@
+"""The hazard ledger: list, read, report from other channels, and the steps of the loop."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
+
+from api.deps import ContextDep, CurrentUser
+from api.schemas import (
+    EvidenceLink,
+    TicketAssign,
+    TicketCreate,
+    TicketDetail,
+    TicketRectified,
+    TicketStep,
+)
+from core.errors import InvalidTransitionError, NotFoundError
+from tickets.ledger import Ledger
+from tickets.models import Evidence, Ticket, TicketAction, TicketSource, TicketStatus
+from tickets.stage import TicketStage
+from tickets.store import TicketQuery
+
+router = APIRouter(prefix="/api/v1/tickets", tags=["tickets"])
+
+
+def _stage(context: ContextDep) -> TicketStage:
+    if context.tickets is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the ledger is not running")
+    return context.tickets
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [part for value in values or [] for part in value.split(",") if part]
+
+
+@router.get("")
+def list_tickets(
+    context: ContextDep,
+    _user: CurrentUser,
+    response: Response,
+    status_: Annotated[
+        list[TicketStatus] | None, Query(alias="status", description="repeat or comma-separate")
+    ] = None,
+    institution: Annotated[list[str] | None, Query()] = None,
+    source: Annotated[list[TicketSource] | None, Query()] = None,
+    category: str | None = None,
+    device: str | None = None,
+    overdue: Annotated[bool, Query(description="only open tickets past their deadline")] = False,
+    found_from: datetime | None = None,
+    found_before: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[Ticket]:
+    """Tickets, newest found first; the total is in the `X-Total-Count` header."""
+    stage = _stage(context)
+    query = TicketQuery(
+        statuses=[s.value for s in status_ or []],
+        institutions=_split(institution) or None,
+        sources=[s.value for s in source or []],
+        category=category,
+        device=device,
+        found_from=found_from,
+        found_before=found_before,
+        overdue_at=stage.ledger.now() if overdue else None,
+    )
+    response.headers["X-Total-Count"] = str(stage.store.count(query))
+    return stage.store.search(query, limit=limit, offset=offset)
+
+
+@router.get("/{ticket_id}")
+def get_ticket(ticket_id: str, context: ContextDep, _user: CurrentUser) -> TicketDetail:
+    """One ticket with its audit trail."""
+    store = _stage(context).store
+    ticket = store.get(ticket_id)
+    if ticket is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no ticket {ticket_id!r}")
+    return TicketDetail(**ticket.model_dump(), events=store.events(ticket_id))
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_ticket(body: TicketCreate, context: ContextDep, user: CurrentUser) -> Ticket:
+    """A hazard found by self-inspection, supervisory inspection or a verified public report."""
+    ledger = _stage(context).ledger
+    fields = body.model_dump(exclude={"source", "evidence"})
+    try:
+        return ledger.create(
+            actor=user,
+            source=TicketSource(body.source),
+            evidence=_evidence(body.evidence),
+            **fields,
+        )
+    except NotFoundError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    except InvalidTransitionError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+
+
+@router.post("/{ticket_id}/assign")
+def assign(ticket_id: str, body: TicketAssign, context: ContextDep, user: CurrentUser) -> Ticket:
+    """open → assigned (or hand an assigned ticket on), optionally to another unit or person."""
+    changes = body.model_dump(
+        include={"responsible_unit", "responsible_person", "responsible_phone"},
+        exclude_none=True,
+    )
+    return _act(context, ticket_id, TicketAction.ASSIGNED, user, body, **changes)
+
+
+@router.post("/{ticket_id}/start")
+def start(
+    ticket_id: str, context: ContextDep, user: CurrentUser, body: TicketStep | None = None
+) -> Ticket:
+    """assigned → rectifying."""
+    return _act(context, ticket_id, TicketAction.STARTED, user, body)
+
+
+@router.post("/{ticket_id}/rectified")
+def rectified(
+    ticket_id: str, body: TicketRectified, context: ContextDep, user: CurrentUser
+) -> Ticket:
+    """rectifying → awaiting_verification, with the measures taken (closed at once if the
+    category needs no on-site verification)."""
+    return _act(context, ticket_id, TicketAction.RECTIFIED, user, body, measures=body.measures)
+
+
+@router.post("/{ticket_id}/verify")
+def verify(
+    ticket_id: str, context: ContextDep, user: CurrentUser, body: TicketStep | None = None
+) -> Ticket:
+    """awaiting_verification → closed (销号), by someone other than the rectifier."""
+    return _act(context, ticket_id, TicketAction.VERIFIED, user, body)
+
+
+@router.post("/{ticket_id}/reject")
+def reject(
+    ticket_id: str, context: ContextDep, user: CurrentUser, body: TicketStep | None = None
+) -> Ticket:
+    """awaiting_verification → rectifying: verification failed."""
+    return _act(context, ticket_id, TicketAction.REJECTED, user, body)
+
+
+@router.post("/{ticket_id}/reopen")
+def reopen(
+    ticket_id: str, context: ContextDep, user: CurrentUser, body: TicketStep | None = None
+) -> Ticket:
+    """closed → open."""
+    return _act(context, ticket_id, TicketAction.REOPENED, user, body)
+
+
+@router.post("/{ticket_id}/comment")
+def comment(ticket_id: str, body: TicketStep, context: ContextDep, user: CurrentUser) -> Ticket:
+    """A note or evidence without a change of status."""
+    return _act(context, ticket_id, TicketAction.COMMENTED, user, body)
+
+
+def _evidence(links: list[EvidenceLink]) -> list[Evidence]:
+    return [Evidence(name=link.name, url=link.url) for link in links]
+
+
+def _act(
+    context: ContextDep,
+    ticket_id: str,
+    action: TicketAction,
+    user: str,
+    body: TicketStep | None,
+    **changes: Any,
+) -> Ticket:
+    ledger: Ledger = _stage(context).ledger
+    body = body or TicketStep()
+    try:
+        return ledger.act(
+            ticket_id, action, user, note=body.note, evidence=_evidence(body.evidence), **changes
+        )
+    except NotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except InvalidTransitionError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None

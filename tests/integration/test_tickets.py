@@ -1,0 +1,177 @@
+"""The hazard ledger end to end: a detector's fault through MQTT becomes a ticket that follows
+the closed loop through the API (`hazardwatch run` against real Mosquitto, InfluxDB and, for
+one run, PostgreSQL)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.integration.mqtt_tools import wait_until
+from tests.integration.service_process import change
+from tests.integration.sites import Site
+from tests.servers import Postgres
+
+
+def tickets_of(site: Site, **params: str) -> list[dict[str, Any]]:
+    response = site.service.api("GET", "/api/v1/tickets", params=params)
+    assert response.status_code == 200, response.text
+    body: list[dict[str, Any]] = response.json()
+    return body
+
+
+def ticket_events(site: Site) -> list[dict[str, Any]]:
+    return [body for _, event, body in site.stream.events if event == "ticket"]
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_device_fault_travels_from_mqtt_to_a_ticket_and_round_the_loop(
+    site_factory: Any, database: str, request: pytest.FixtureRequest
+) -> None:
+    env = {}
+    if database == "postgresql":
+        postgres: Postgres = request.getfixturevalue("postgres")
+        env["HAZARDWATCH_DATABASE_URL"] = postgres.create_database(f"tk_{uuid.uuid4().hex[:8]}")
+    site: Site = site_factory(**env)
+    site.send("smoke-1", "event", {"type": "fault", "code": "sensor_fault", "detail": "光室故障"})
+    alert = site.stream.wait_for(change("raised", "device_fault", "smoke-1"), "the fault")["alert"]
+    wait_until(lambda: len(tickets_of(site)) == 1, timeout=10, what="the ticket")
+    (ticket,) = tickets_of(site)
+    assert (ticket["category"], ticket["status"], ticket["source"]) == (
+        "device_fault",
+        "open",
+        "sensor",
+    )
+    assert (ticket["institution"], ticket["device"], ticket["alert_ids"]) == (
+        "inst-1",
+        "smoke-1",
+        [alert["id"]],
+    )
+    assert ticket["responsible_unit"] == "消防设施维保单位", "the policy routes faults"
+    due = datetime.fromisoformat(ticket["due_at"])
+    found = datetime.fromisoformat(ticket["found_at"])
+    assert timedelta(hours=71) < due - found < timedelta(hours=73)
+    linked = site.stream.wait_for(change("ticketed", "device_fault"), "the alert's link")
+    assert linked["alert"]["ticket_id"] == ticket["id"]
+
+    # A second fault code of the same detector joins the same ticket.
+    site.send("smoke-1", "event", {"type": "fault", "code": "chamber_dirty"})
+    wait_until(lambda: tickets_of(site)[0]["occurrences"] == 2, timeout=10, what="the second alert")
+    assert len(tickets_of(site)) == 1
+
+    path = f"/api/v1/tickets/{ticket['id']}"
+    steps = [
+        ("assign", {"responsible_person": "王工", "note": "派维保"}, "assigned"),
+        ("start", {}, "rectifying"),
+        (
+            "rectified",
+            {
+                "measures": "更换探测器并清洁光室",
+                "evidence": [{"name": "更换照片", "url": "https://files.example/p/1.jpg"}],
+            },
+            "awaiting_verification",
+        ),
+    ]
+    for name, body, status in steps:
+        response = site.service.api("POST", f"{path}/{name}", json=body)
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == status
+    # The rectifier may not sign the verification (谁检查、谁签名、谁负责).
+    refused = site.service.api("POST", f"{path}/verify", json={"note": "自己验收"})
+    assert refused.status_code == 409 and "cannot also verify" in refused.json()["detail"]
+    wrong = site.service.api("POST", f"{path}/start")
+    assert wrong.status_code == 409 and "cannot be started" in wrong.json()["detail"]
+
+    # The faults clear while the ticket waits: recorded, the status stays for the person.
+    site.send("smoke-1", "event", {"type": "fault_clear", "code": "sensor_fault"})
+    site.send("smoke-1", "event", {"type": "fault_clear", "code": "chamber_dirty"})
+    wait_until(
+        lambda: (
+            [e["action"] for e in site.service.api("GET", path).json()["events"]][-1] == "cleared"
+        ),
+        timeout=10,
+        what="the clearing in the audit trail",
+    )
+    detail = site.service.api("GET", path).json()
+    assert detail["status"] == "awaiting_verification"
+    trail = [(e["action"], e["actor"], e["status"]) for e in detail["events"]]
+    assert trail[:5] == [
+        ("opened", "system", "open"),
+        ("attached", "system", "open"),
+        ("assigned", "admin", "assigned"),
+        ("started", "admin", "rectifying"),
+        ("rectified", "admin", "awaiting_verification"),
+    ]
+    assert detail["events"][4]["evidence"][0]["url"] == "https://files.example/p/1.jpg"
+    assert detail["measures"] == "更换探测器并清洁光室"
+    assert detail["responsible_person"] == "王工"
+    seen = [(e["action"], e["ticket"]["id"]) for e in ticket_events(site)]
+    assert ("opened", ticket["id"]) in seen and ("rectified", ticket["id"]) in seen
+
+
+def test_hazards_from_the_other_channels_enter_the_same_ledger(site_factory: Any) -> None:
+    site: Site = site_factory()
+    due = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    response = site.service.api(
+        "POST",
+        "/api/v1/tickets",
+        json={
+            "source": "supervisory_inspection",
+            "institution": "inst-1",
+            "category": "fire_exit",
+            "title": "安全出口堵塞",
+            "description": "二楼东侧安全出口堆放杂物",
+            "due_at": due,
+            "major_hazard": True,
+            "verification_required": False,
+        },
+    )
+    assert response.status_code == 201, response.text
+    ticket = response.json()
+    assert (ticket["source"], ticket["reported_by"], ticket["responsible_person"]) == (
+        "supervisory_inspection",
+        "admin",
+        "李四",
+    )
+    path = f"/api/v1/tickets/{ticket['id']}"
+    site.service.api("POST", f"{path}/assign", json={})
+    site.service.api("POST", f"{path}/start")
+    done = site.service.api("POST", f"{path}/rectified", json={"measures": "清理杂物"}).json()
+    assert done["status"] == "closed", "no on-site verification required for this one"
+    assert done["closed_at"] is not None
+
+    unknown = site.service.api(
+        "POST",
+        "/api/v1/tickets",
+        json={
+            "source": "public_report",
+            "institution": "nowhere",
+            "category": "other",
+            "title": "x",
+            "due_at": due,
+        },
+    )
+    assert unknown.status_code == 422
+    sensor = site.service.api(
+        "POST",
+        "/api/v1/tickets",
+        json={
+            "source": "sensor",
+            "institution": "inst-1",
+            "category": "x",
+            "title": "x",
+            "due_at": due,
+        },
+    )
+    assert sensor.status_code == 422, "sensor tickets come from alerts only"
+
+    listed = site.service.api(
+        "GET", "/api/v1/tickets", params={"source": "supervisory_inspection", "status": "closed"}
+    )
+    assert listed.headers["X-Total-Count"] == "1"
+    assert [t["id"] for t in listed.json()] == [ticket["id"]]
+    assert site.service.api("GET", "/api/v1/tickets/nope").status_code == 404
+    assert site.service.api("GET", "/api/v1/tickets", params={"status": "bogus"}).status_code == 422
