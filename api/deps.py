@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from alerts.stage import AlertStage
 from core.broadcast import Broadcaster
 from core.registry.repository import RegistryRepository
+from core.users import ADMIN, User, UserStore, visible_institutions
 from ingest.deadletters import DeadLetterStore
 from ingest.presence import Presence
 from tickets.stage import TicketStage
@@ -32,6 +33,8 @@ class ApiContext:
     metrics: CollectorRegistry
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
     alerts: AlertStage | None = None
+    users: UserStore | None = None
+    institutions_in_towns: Callable[[Iterable[str]], list[str]] = field(default=lambda _towns: [])
     tickets: TicketStage | None = None
     broadcaster: Broadcaster = field(default_factory=Broadcaster)
 
@@ -49,17 +52,40 @@ _bearer = HTTPBearer(auto_error=False)
 def require_token(
     context: ContextDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    """Accept only the bearer token; compare in constant time."""
-    if credentials is None or not secrets.compare_digest(
-        credentials.credentials.encode(), context.admin_token.encode()
-    ):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "a valid bearer token is required",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return "admin"
+) -> User:
+    """The user whose bearer token this is: the bootstrap admin or a stored user."""
+    if credentials is not None:
+        token = credentials.credentials
+        if secrets.compare_digest(token.encode(), context.admin_token.encode()):
+            return ADMIN
+        user = context.users.by_token(token) if context.users is not None else None
+        if user is not None:
+            return user
+    raise HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        "a valid bearer token is required",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
-CurrentUser = Annotated[str, Depends(require_token)]
+CurrentUser = Annotated[User, Depends(require_token)]
+
+
+def scope(context: ApiContext, user: User) -> list[str] | None:
+    """The institutions the user may see; None: all."""
+    return visible_institutions(user, context.institutions_in_towns)
+
+
+def require(allowed: bool, why: str) -> None:
+    """403 unless allowed."""
+    if not allowed:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, why)
+
+
+def narrow(wanted: list[str] | None, visible: list[str] | None) -> list[str] | None:
+    """The institutions to filter by: those asked for, within those visible (None: all)."""
+    if visible is None:
+        return wanted or None
+    if not wanted:
+        return visible
+    return [i for i in wanted if i in set(visible)]

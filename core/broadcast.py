@@ -17,11 +17,12 @@ QUEUE = 10_000  # a client further behind than this is cut off (it reconnects an
 
 @dataclass(frozen=True, slots=True)
 class StreamEvent:
-    """One event: its number, its type (`alert`, `ticket`), and its JSON body."""
+    """One event: its number, its type (`alert`, `ticket`), its JSON body and institution."""
 
     id: int
     event: str
     data: bytes
+    institution: str | None = None  # whose it is: users who see only some get only theirs
 
 
 class Subscription:
@@ -60,12 +61,12 @@ class Broadcaster:
         self._recent: deque[StreamEvent] = deque(maxlen=REPLAY)
         self._next_id = 1
 
-    def publish(self, event: str, body: Any) -> StreamEvent:
+    def publish(self, event: str, body: Any, institution: str | None = None) -> StreamEvent:
         """Send an event to every subscriber; never blocks on a slow one."""
         data = orjson.dumps(body)
         gone = []
         with self._lock:  # numbered and queued in one step: every client sees one order
-            item = StreamEvent(self._next_id, event, data)
+            item = StreamEvent(self._next_id, event, data, institution)
             self._next_id += 1
             self._recent.append(item)
             for subscriber in self._subscribers:

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from core.errors import HazardwatchError
 from core.logs import setup_logging
@@ -60,6 +61,50 @@ def cmd_registry_import(args: argparse.Namespace) -> int:
     repository.upsert_institutions(registry.institutions)
     repository.upsert_devices(registry.devices)
     print(f"imported {summary(registry)} from {args.file}")
+    return 0
+
+
+def _user_store(args: argparse.Namespace) -> Any:
+    from core.db import make_engine, upgrade
+    from core.users import UserStore
+
+    settings = _settings(args)
+    upgrade(settings.sql_url)
+    return UserStore(make_engine(settings.sql_url))
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    """Add an API user and print their token, once."""
+    from core.users import Role, User
+
+    user = User(
+        name=args.name,
+        display_name=args.display_name or args.name,
+        role=Role(args.role),
+        institutions=tuple(args.institution),
+        towns=tuple(args.town),
+    )
+    token = _user_store(args).add(user)
+    # The token goes to the terminal only, this once: only its hash is kept.
+    print(f"user {user.name} ({user.role}) added; bearer token: {token}")
+    return 0
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    """List the API users (never their tokens)."""
+    for user, disabled in _user_store(args).list():
+        scope = ", ".join(user.institutions + user.towns) or "all institutions"
+        state = " (revoked)" if disabled else ""
+        print(f"{user.name}\t{user.role}\t{user.display_name}\t{scope}{state}")
+    return 0
+
+
+def cmd_user_revoke(args: argparse.Namespace) -> int:
+    """Disable a user; their token stops working."""
+    if not _user_store(args).revoke(args.name):
+        print(f"hazardwatch: no user {args.name!r}", file=sys.stderr)
+        return 2
+    print(f"user {args.name} revoked")
     return 0
 
 
@@ -121,6 +166,27 @@ def build_parser() -> argparse.ArgumentParser:
     imp = registry_verbs.add_parser("import", parents=[common], help="import a CSV or YAML file")
     imp.add_argument("file", type=Path)
     imp.set_defaults(func=cmd_registry_import)
+    user = verbs.add_parser("user", help="API users and their tokens")
+    user_verbs = user.add_subparsers(dest="user_verb", required=True)
+    add = user_verbs.add_parser("add", parents=[common], help="add a user; prints the token")
+    add.add_argument("name", help="login name")
+    add.add_argument(
+        "--role",
+        required=True,
+        choices=["admin", "duty_officer", "bureau", "town_office", "institution", "contractor"],
+    )
+    add.add_argument("--display-name", help="name shown in the audit trail's context")
+    add.add_argument(
+        "--institution", action="append", default=[], help="an institution id (repeat)"
+    )
+    add.add_argument("--town", action="append", default=[], help="a town, for town_office")
+    add.set_defaults(func=cmd_user_add)
+    user_verbs.add_parser("list", parents=[common], help="list users").set_defaults(
+        func=cmd_user_list
+    )
+    revoke = user_verbs.add_parser("revoke", parents=[common], help="disable a user")
+    revoke.add_argument("name")
+    revoke.set_defaults(func=cmd_user_revoke)
     db = verbs.add_parser("db", help="the SQL database")
     db_verbs = db.add_subparsers(dest="db_verb", required=True)
     db_verbs.add_parser("upgrade", parents=[common], help="apply migrations").set_defaults(

@@ -9,7 +9,7 @@ import logging
 import secrets
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ from core.ports import TimeSeriesSink
 from core.registry.directory import DeviceDirectory
 from core.registry.repository import RegistryRepository
 from core.settings import EMBEDDED_BROKER_PORT, Settings
+from core.users import UserStore
 from ingest.embedded_broker import EmbeddedBroker
 from ingest.messages import Accepted
 from ingest.sinks.embedded import EmbeddedSink
@@ -94,6 +95,7 @@ class Service:
     tickets: TicketStage = field(init=False)
     repository: RegistryRepository = field(init=False)
     checkpointer: WalCheckpointer = field(init=False)
+    users: UserStore = field(init=False)
     broadcaster: Broadcaster = field(default_factory=Broadcaster)
 
     def start(self) -> None:
@@ -107,6 +109,7 @@ class Service:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade(settings.sql_url)
         engine = make_engine(settings.sql_url)
+        self.users = UserStore(engine)
         self.checkpointer = WalCheckpointer(engine)
         self.checkpointer.start()
         self.repository = RegistryRepository(session_factory(engine))
@@ -160,10 +163,10 @@ class Service:
             alerts.observe(accepted.message, accepted.raw.received_at, accepted.raw.lsn)
 
         def publish(change: AlertChange) -> None:
-            self.broadcaster.publish("alert", change_event(change))
+            self.broadcaster.publish("alert", change_event(change), change.alert.institution)
 
         def ticket_changed(change: TicketChange) -> None:
-            self.broadcaster.publish("ticket", ticket_event(change))
+            self.broadcaster.publish("ticket", ticket_event(change), change.ticket.institution)
             alert_id = change.event.alert_id
             if alert_id and change.event.action in (TicketAction.OPENED, TicketAction.ATTACHED):
                 alerts.engine.link_ticket(alert_id, change.ticket.id)
@@ -174,6 +177,10 @@ class Service:
         alerts.writer.add_listener(self.tickets.submit)
         self.tickets.ledger.add_listener(ticket_changed)
         self.ingest.metrics.registry.register(AlertCollector(alerts))
+
+    def _institutions_in_towns(self, towns: Iterable[str]) -> list[str]:
+        wanted = set(towns)
+        return [i.id for i in self.repository.institutions() if i.town in wanted]
 
     def _alert_state(self, alert_id: str) -> AlertState | None:
         alert = self.alerts.engine.get(alert_id)
@@ -198,6 +205,8 @@ class Service:
             presence=self.ingest.presence,
             metrics=self.ingest.metrics.registry,
             alerts=self.alerts,
+            users=self.users,
+            institutions_in_towns=self._institutions_in_towns,
             tickets=self.tickets,
             broadcaster=self.broadcaster,
             readiness={

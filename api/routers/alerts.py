@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 
 from alerts.stage import AlertStage
-from api.deps import ContextDep, CurrentUser
+from api.deps import ContextDep, CurrentUser, narrow, require, scope
 from api.schemas import AlertAct, AlertDetail, HistoryPublic
 from core.alerting import Alert, AlertKind, AlertState
 from core.errors import InvalidTransitionError, NotFoundError
+from core.users import User
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 
@@ -26,7 +27,7 @@ def _stage(context: ContextDep) -> AlertStage:
 @router.get("")
 def list_alerts(
     context: ContextDep,
-    _user: CurrentUser,
+    user: CurrentUser,
     state: Annotated[
         list[str] | None,
         Query(description="active, acknowledged, cleared, resolved, or open (all but resolved)"),
@@ -49,7 +50,7 @@ def list_alerts(
                 raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"no state {part!r}")
     return _stage(context).store.search(
         states=states,
-        institutions=[institution] if institution else None,
+        institutions=narrow([institution] if institution else None, scope(context, user)),
         kind=kind.value if kind else None,
         device=device,
         limit=limit,
@@ -58,12 +59,10 @@ def list_alerts(
 
 
 @router.get("/{alert_id}")
-def get_alert(alert_id: str, context: ContextDep, _user: CurrentUser) -> AlertDetail:
+def get_alert(alert_id: str, context: ContextDep, user: CurrentUser) -> AlertDetail:
     """One alert with its history, oldest first."""
     stage = _stage(context)
-    alert = stage.engine.get(alert_id)
-    if alert is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no alert {alert_id!r}")
+    alert = _visible(context, user, stage.engine.get(alert_id), alert_id)
     history = [HistoryPublic.model_validate(entry) for entry in stage.store.history(alert_id)]
     return AlertDetail(**alert.model_dump(exclude={"escalation_level"}), history=history)
 
@@ -84,15 +83,25 @@ def resolve(
     return _act(context, alert_id, user, body, resolve=True)
 
 
+def _visible(context: ContextDep, user: User, alert: Alert | None, alert_id: str) -> Alert:
+    """The alert, if it exists and the user may see it (else 404: not even that it exists)."""
+    visible = scope(context, user)
+    if alert is None or (visible is not None and alert.institution not in visible):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no alert {alert_id!r}")
+    return alert
+
+
 def _act(
-    context: ContextDep, alert_id: str, user: str, body: AlertAct | None, *, resolve: bool
+    context: ContextDep, alert_id: str, user: User, body: AlertAct | None, *, resolve: bool
 ) -> Alert:
     engine = _stage(context).engine
+    _visible(context, user, engine.get(alert_id), alert_id)
+    require(user.may_acknowledge, f"a {user.role} user cannot acknowledge or resolve alerts")
     note = body.note if body else None
     try:
         if resolve:
-            return engine.resolve(alert_id, user, note)
-        return engine.acknowledge(alert_id, user, note)
+            return engine.resolve(alert_id, user.name, note)
+        return engine.acknowledge(alert_id, user.name, note)
     except NotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except InvalidTransitionError as exc:

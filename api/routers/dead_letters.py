@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import ContextDep, CurrentUser
+from api.deps import ContextDep, CurrentUser, require
 from api.schemas import DeadLetterPage, DeadLetterPublic
 
 router = APIRouter(prefix="/api/v1/dead-letters", tags=["dead letters"])
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/api/v1/dead-letters", tags=["dead letters"])
 @router.get("")
 async def list_dead_letters(
     context: ContextDep,
-    _user: CurrentUser,
+    user: CurrentUser,
     reason: str | None = None,
     device: str | None = None,
     institution: str | None = None,
@@ -24,6 +24,8 @@ async def list_dead_letters(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DeadLetterPage:
     """Newest first; filter by reason, device or institution; page with before_id."""
+    # Raw payloads of every institution, and of senders no institution owns: the centre's.
+    require(user.sees_all, "dead letters are for the monitoring centre")
     rows = context.dead_letters.list(
         reason=reason, device=device, institution=institution, before_id=before_id, limit=limit
     )

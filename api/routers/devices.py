@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
 
-from api.deps import ContextDep, CurrentUser
+from api.deps import ContextDep, CurrentUser, scope
 from api.schemas import DevicePublic
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
 
 @router.get("/{device_id}")
-async def get_device(device_id: str, context: ContextDep, _user: CurrentUser) -> DevicePublic:
+async def get_device(device_id: str, context: ContextDep, user: CurrentUser) -> DevicePublic:
     """Registry data plus `online`, `last_seen` and the latest reading."""
     device = context.registry.device(device_id)
-    if device is None:
+    visible = scope(context, user)
+    if device is None or (visible is not None and device.institution not in visible):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
     state = context.presence.get(device_id)
     live = {}

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
-from api.deps import ContextDep, CurrentUser
+from api.deps import ContextDep, CurrentUser, narrow, require, scope
 from api.schemas import (
     EvidenceLink,
     TicketAssign,
@@ -17,6 +17,7 @@ from api.schemas import (
     TicketStep,
 )
 from core.errors import InvalidTransitionError, NotFoundError
+from core.users import User
 from tickets.ledger import Ledger
 from tickets.models import Evidence, Ticket, TicketAction, TicketSource, TicketStatus
 from tickets.stage import TicketStage
@@ -38,7 +39,7 @@ def _split(values: list[str] | None) -> list[str]:
 @router.get("")
 def list_tickets(
     context: ContextDep,
-    _user: CurrentUser,
+    user: CurrentUser,
     response: Response,
     status_: Annotated[
         list[TicketStatus] | None, Query(alias="status", description="repeat or comma-separate")
@@ -57,7 +58,7 @@ def list_tickets(
     stage = _stage(context)
     query = TicketQuery(
         statuses=[s.value for s in status_ or []],
-        institutions=_split(institution) or None,
+        institutions=narrow(_split(institution) or None, scope(context, user)),
         sources=[s.value for s in source or []],
         category=category,
         device=device,
@@ -70,12 +71,10 @@ def list_tickets(
 
 
 @router.get("/{ticket_id}")
-def get_ticket(ticket_id: str, context: ContextDep, _user: CurrentUser) -> TicketDetail:
+def get_ticket(ticket_id: str, context: ContextDep, user: CurrentUser) -> TicketDetail:
     """One ticket with its audit trail."""
     store = _stage(context).store
-    ticket = store.get(ticket_id)
-    if ticket is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no ticket {ticket_id!r}")
+    ticket = _visible(context, user, store.get(ticket_id), ticket_id)
     return TicketDetail(**ticket.model_dump(), events=store.events(ticket_id))
 
 
@@ -83,10 +82,16 @@ def get_ticket(ticket_id: str, context: ContextDep, _user: CurrentUser) -> Ticke
 def create_ticket(body: TicketCreate, context: ContextDep, user: CurrentUser) -> Ticket:
     """A hazard found by self-inspection, supervisory inspection or a verified public report."""
     ledger = _stage(context).ledger
+    require(user.may_act, f"a {user.role} user cannot report hazards")
+    visible = scope(context, user)
+    require(
+        visible is None or body.institution in visible,
+        f"{user.name} may not report for institution {body.institution!r}",
+    )
     fields = body.model_dump(exclude={"source", "evidence"})
     try:
         return ledger.create(
-            actor=user,
+            actor=user.name,
             source=TicketSource(body.source),
             evidence=_evidence(body.evidence),
             **fields,
@@ -158,19 +163,35 @@ def _evidence(links: list[EvidenceLink]) -> list[Evidence]:
     return [Evidence(name=link.name, url=link.url) for link in links]
 
 
+def _visible(context: ContextDep, user: User, ticket: Ticket | None, ticket_id: str) -> Ticket:
+    """The ticket, if it exists and the user may see it (else 404: not even that it exists)."""
+    visible = scope(context, user)
+    if ticket is None or (visible is not None and ticket.institution not in visible):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no ticket {ticket_id!r}")
+    return ticket
+
+
 def _act(
     context: ContextDep,
     ticket_id: str,
     action: TicketAction,
-    user: str,
+    user: User,
     body: TicketStep | None,
     **changes: Any,
 ) -> Ticket:
-    ledger: Ledger = _stage(context).ledger
+    stage = _stage(context)
+    ledger: Ledger = stage.ledger
+    _visible(context, user, stage.store.get(ticket_id), ticket_id)
+    require(user.may_act, f"a {user.role} user cannot change tickets")
     body = body or TicketStep()
     try:
         return ledger.act(
-            ticket_id, action, user, note=body.note, evidence=_evidence(body.evidence), **changes
+            ticket_id,
+            action,
+            user.name,
+            note=body.note,
+            evidence=_evidence(body.evidence),
+            **changes,
         )
     except NotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None

@@ -40,6 +40,11 @@ class ServiceProcess:
         }
         self.process: subprocess.Popen[bytes] | None = None
 
+    def add_user(self, name: str, role: str, *scope: str) -> str:
+        """`hazardwatch user add`; the new user's token. `scope`: --institution/--town pairs."""
+        out = self.hazardwatch("user", "add", name, "--role", role, *scope)
+        return out.rsplit("bearer token: ", 1)[1].strip()
+
     def hazardwatch(self, *args: str) -> str:
         """Run another verb with the same settings (e.g. `registry import`); its output."""
         done = subprocess.run(
@@ -101,9 +106,9 @@ class ServiceProcess:
         """The API's base URL."""
         return f"http://127.0.0.1:{self.port}"
 
-    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """A request to the API with the admin token."""
-        headers = {"Authorization": f"Bearer {TOKEN}"}
+    def api(self, method: str, path: str, token: str = TOKEN, **kwargs: Any) -> httpx.Response:
+        """A request to the API with the admin token, or another."""
+        headers = {"Authorization": f"Bearer {token}"}
         return httpx.request(method, f"{self.base}{path}", headers=headers, timeout=10, **kwargs)
 
     def alerts(self, **params: str) -> list[dict[str, Any]]:
@@ -117,9 +122,10 @@ class ServiceProcess:
 class StreamReader:
     """Reads GET /api/v1/stream in a thread; keeps every event with the time it arrived."""
 
-    def __init__(self, service: ServiceProcess) -> None:
+    def __init__(self, service: ServiceProcess, token: str = TOKEN) -> None:
         self.events: list[tuple[float, str, dict[str, Any]]] = []  # (monotonic, event, body)
         self._service = service
+        self._token = token
         self._connected = threading.Event()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="sse-reader", daemon=True)
@@ -127,7 +133,7 @@ class StreamReader:
         assert self._connected.wait(10), "the stream did not open"
 
     def _run(self) -> None:
-        headers = {"Authorization": f"Bearer {TOKEN}"}
+        headers = {"Authorization": f"Bearer {self._token}"}
         url = f"{self._service.base}/api/v1/stream"
         with (
             httpx.Client(timeout=httpx.Timeout(10, read=None)) as client,

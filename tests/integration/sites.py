@@ -20,7 +20,12 @@ institutions:
     town: 城关镇
     principal: {name: 张三, phone: "13800000001"}
     safety_manager: {name: 李四, phone: "13800000002"}
+  - id: inst-2
+    name: 东城敬老院
+    type: elderly_care
+    town: 东城街道
 devices:
+  - {id: smoke-21, institution: inst-2, kind: smoke}
   - {id: smoke-1, institution: inst-1, kind: smoke, zone: 2F-east}
   - {id: smoke-2, institution: inst-1, kind: smoke, zone: 2F-east}
   - {id: smoke-9, institution: inst-1, kind: smoke, zone: 1F}
@@ -28,7 +33,7 @@ devices:
   - {id: quiet-1, institution: inst-1, kind: smoke, heartbeat_s: 2}
   - {id: quiet-2, institution: inst-1, kind: smoke, heartbeat_s: 4}
 """
-TOPIC = "hazardwatch/v1/inst-1/{device}/{channel}"
+TOPIC = "hazardwatch/v1/{institution}/{device}/{channel}"
 
 
 class Site:
@@ -57,10 +62,13 @@ class Site:
         self.devices = Publisher(broker.url)
         self._seq: dict[str, int] = {}
 
-    def send(self, device: str, channel: str, body: dict[str, Any]) -> None:
+    def send(
+        self, device: str, channel: str, body: dict[str, Any], institution: str = "inst-1"
+    ) -> None:
         """Publish one message of `device` with its next `seq`, and wait for the broker."""
         seq = self._seq[device] = self._seq.get(device, 0) + 1
-        self.devices.publish(TOPIC.format(device=device, channel=channel), {"seq": seq, **body})
+        topic = TOPIC.format(institution=institution, device=device, channel=channel)
+        self.devices.publish(topic, {"seq": seq, **body})
         self.devices.wait_all_acked()
 
     def restart(self, *, crash: bool) -> None:

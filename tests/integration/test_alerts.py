@@ -114,7 +114,9 @@ def test_fire_in_one_zone_raises_smoke_alarms_then_fire_confirmed(
     ]
 
     # smoke-9 skips three messages (seq 2-4 never arrive): counted on the device.
-    site.devices.publish(TOPIC.format(device="smoke-9", channel="telemetry"), {"seq": 5})
+    site.devices.publish(
+        TOPIC.format(institution="inst-1", device="smoke-9", channel="telemetry"), {"seq": 5}
+    )
     site.devices.wait_all_acked()
 
     def smoke_9() -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.integration.mqtt_tools import wait_until
-from tests.integration.service_process import change
+from tests.integration.service_process import StreamReader, change
 from tests.integration.sites import Site
 from tests.servers import Postgres
 
@@ -175,3 +175,62 @@ def test_hazards_from_the_other_channels_enter_the_same_ledger(site_factory: Any
     assert [t["id"] for t in listed.json()] == [ticket["id"]]
     assert site.service.api("GET", "/api/v1/tickets/nope").status_code == 404
     assert site.service.api("GET", "/api/v1/tickets", params={"status": "bogus"}).status_code == 422
+
+
+def test_two_people_close_the_loop_and_each_sees_only_what_is_theirs(site_factory: Any) -> None:
+    site: Site = site_factory()
+    service = site.service
+    wang = service.add_user("wang", "contractor", "--institution", "inst-1")
+    zhao = service.add_user("zhao", "duty_officer")
+    east = service.add_user("east", "institution", "--institution", "inst-2")
+    town = service.add_user("dongcheng", "town_office", "--town", "东城街道")
+    boss = service.add_user("boss", "bureau")
+    east_stream = StreamReader(service, east)
+
+    site.send("smoke-1", "event", {"type": "fault", "code": "sensor_fault"})
+    wait_until(lambda: len(tickets_of(site)) == 1, timeout=10, what="the ticket")
+    (ticket,) = tickets_of(site)
+    path = f"/api/v1/tickets/{ticket['id']}"
+
+    for name, body in (("assign", {"responsible_person": "王工"}), ("start", {})):
+        assert service.api("POST", f"{path}/{name}", wang, json=body).status_code == 200
+    done = service.api("POST", f"{path}/rectified", wang, json={"measures": "更换探测器"})
+    assert done.json()["rectified_by"] == "wang"
+    own = service.api("POST", f"{path}/verify", wang)
+    assert own.status_code == 409, "the rectifier does not verify"
+    assert service.api("POST", f"{path}/verify", boss).status_code == 403, "the bureau reads"
+    closed = service.api("POST", f"{path}/verify", zhao, json={"note": "现场核查合格"}).json()
+    assert (closed["status"], closed["verified_by"]) == ("closed", "zhao")
+    trail = [(e["action"], e["actor"]) for e in service.api("GET", path).json()["events"]]
+    assert trail == [
+        ("opened", "system"),
+        ("assigned", "wang"),
+        ("started", "wang"),
+        ("rectified", "wang"),
+        ("verified", "zhao"),
+    ]
+
+    # Another institution's people see none of it: not the ticket, not the alert.
+    for token in (east, town):
+        assert service.api("GET", "/api/v1/tickets", token).json() == []
+        assert service.api("GET", path, token).status_code == 404
+        assert service.api("POST", f"{path}/reopen", token).status_code == 404
+        assert service.api("GET", "/api/v1/alerts", token).json() == []
+        assert service.api("GET", "/api/v1/devices/smoke-1", token).status_code == 404
+    assert service.api("GET", "/api/v1/dead-letters", east).status_code == 403
+    assert len(service.api("GET", "/api/v1/tickets", boss).json()) == 1
+
+    # ... and their stream carries only their institution's changes.
+    site.send("smoke-21", "event", {"type": "alarm", "source": "smoke"}, institution="inst-2")
+    east_stream.wait_for(change("raised", "smoke_alarm", "smoke-21"), "inst-2's alarm")
+    assert {b["alert"]["institution"] for b in east_stream.alert_changes()} == {"inst-2"}
+    assert [a["device"] for a in service.api("GET", "/api/v1/alerts", town).json()] == ["smoke-21"]
+    assert service.api("GET", "/api/v1/devices/smoke-21", east).status_code == 200
+
+    east_stream.close()
+    service.hazardwatch("user", "revoke", "wang")  # from another process: within 10 s
+    wait_until(
+        lambda: service.api("GET", "/api/v1/tickets", wang).status_code == 401,
+        timeout=15,
+        what="the revoked token to be refused",
+    )
