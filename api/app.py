@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api.deps import ApiContext
-from api.routers import alerts, dead_letters, devices, health, stream, tickets
+from api.routers import alerts, dead_letters, devices, health, reports, stream, tickets
 
 
 def create_app(context: ApiContext) -> FastAPI:
@@ -17,5 +17,6 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(dead_letters.router)
     app.include_router(alerts.router)
     app.include_router(tickets.router)
+    app.include_router(reports.router)
     app.include_router(stream.router)
     return app

@@ -108,6 +108,33 @@ def cmd_user_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the monthly ledger or dispatch table as CSV or XLSX."""
+    from core.db import make_engine, session_factory, upgrade
+    from core.registry.repository import RegistryRepository
+    from tickets.reports import Month, Reports
+
+    settings = _settings(args)
+    try:
+        month = Month.parse(args.month)
+    except ValueError as exc:
+        print(f"hazardwatch: {exc}", file=sys.stderr)
+        return 2
+    upgrade(settings.sql_url)
+    engine = make_engine(settings.sql_url)
+    names = {
+        i.id: (i.name, i.town) for i in RegistryRepository(session_factory(engine)).institutions()
+    }
+    reports = Reports(engine, names)
+    build = reports.ledger if args.report == "ledger" else reports.dispatch
+    table = build(month, args.lang, args.institution or None)
+    output: Path = args.output or Path(f"{args.report}-{month}-{args.lang}.xlsx")
+    data = table.csv() if output.suffix.lower() == ".csv" else table.xlsx()
+    output.write_bytes(data)
+    print(f"{table.title}: {len(table.rows)} rows written to {output}")
+    return 0
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     """Apply database migrations."""
     from core.db import upgrade
@@ -187,6 +214,20 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = user_verbs.add_parser("revoke", parents=[common], help="disable a user")
     revoke.add_argument("name")
     revoke.set_defaults(func=cmd_user_revoke)
+    report = verbs.add_parser("report", help="monthly reports of the hazard ledger")
+    report_verbs = report.add_subparsers(dest="report", required=True)
+    for name, what in (
+        ("ledger", "the hazard list (清单) of a month"),
+        ("dispatch", "the dispatch table (调度表) of a month"),
+    ):
+        sub = report_verbs.add_parser(name, parents=[common], help=what)
+        sub.add_argument("--month", required=True, help="YYYY-MM, in China Standard Time")
+        sub.add_argument("--lang", choices=["zh", "en"], default="zh", help="column headers")
+        sub.add_argument(
+            "--output", type=Path, help="FILE.xlsx or FILE.csv (default NAME-MONTH-LANG.xlsx)"
+        )
+        sub.add_argument("--institution", action="append", default=[], help="only these (repeat)")
+        sub.set_defaults(func=cmd_report)
     db = verbs.add_parser("db", help="the SQL database")
     db_verbs = db.add_subparsers(dest="db_verb", required=True)
     db_verbs.add_parser("upgrade", parents=[common], help="apply migrations").set_defaults(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -234,3 +235,47 @@ def test_two_people_close_the_loop_and_each_sees_only_what_is_theirs(site_factor
         timeout=15,
         what="the revoked token to be refused",
     )
+
+
+def test_the_monthly_reports_through_the_api_cover_only_the_users_institutions(
+    site_factory: Any,
+) -> None:
+    site: Site = site_factory()
+    service = site.service
+    east = service.add_user("east", "institution", "--institution", "inst-2")
+    due = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    for institution, title in (("inst-1", "安全出口堵塞"), ("inst-2", "灭火器过期")):
+        response = service.api(
+            "POST",
+            "/api/v1/tickets",
+            json={
+                "source": "self_inspection",
+                "institution": institution,
+                "category": "other",
+                "title": title,
+                "due_at": due,
+            },
+        )
+        assert response.status_code == 201, response.text
+    month = datetime.now(UTC).astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
+    everything = service.api("GET", "/api/v1/reports/ledger", params={"month": month}).json()
+    assert sorted(row[3] for row in everything["rows"]) == ["安全出口堵塞", "灭火器过期"]
+    mine = service.api("GET", "/api/v1/reports/ledger", east, params={"month": month}).json()
+    assert [row[3] for row in mine["rows"]] == ["灭火器过期"]
+    dispatch = service.api(
+        "GET", "/api/v1/reports/dispatch", east, params={"month": month, "lang": "en"}
+    ).json()
+    assert dispatch["rows"][-1][:3] == ["Total", "", 1]
+    xlsx = service.api("GET", "/api/v1/reports/dispatch", params={"month": month, "format": "xlsx"})
+    assert xlsx.status_code == 200 and xlsx.content[:2] == b"PK"
+    assert "attachment" in xlsx.headers["content-disposition"]
+    csv_body = service.api(
+        "GET", "/api/v1/reports/ledger", params={"month": month, "format": "csv"}
+    )
+    assert csv_body.content.startswith("\ufeff".encode()) and "隐患描述" in csv_body.text
+    bad = service.api("GET", "/api/v1/reports/ledger", params={"month": "2026-13"})
+    assert bad.status_code == 422
+    # The CLI writes the same table.
+    out = service.env["HAZARDWATCH_DATA_DIR"] + "/ledger.csv"
+    printed = service.hazardwatch("report", "ledger", "--month", month, "--output", out)
+    assert "2 rows" in printed

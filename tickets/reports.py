@@ -1,0 +1,286 @@
+"""Monthly reports of the ledger: the list (清单) and the dispatch table (调度表).
+
+Months are calendar months in the centre's time zone (Asia/Shanghai by default). For a month:
+
+- the **ledger** lists every ticket found before the month ended and not closed before it
+  began (everything the month had to deal with), with its status at the end of the month;
+- the **dispatch table** counts per institution, with a subtotal per town and a total: found in
+  the month, of those major, of those rectified (closed) by the month's end, still open at the
+  end, overdue at the end (open and past the deadline, whenever found), and the rectification
+  rate (rectified / found; empty when nothing was found).
+
+Both come as rows of cells (`Table`), written as CSV (UTF-8 with BOM, which Excel needs for
+Chinese) or XLSX, with Chinese or English headers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from openpyxl import Workbook
+from openpyxl.styles import Alignment, Font
+from openpyxl.utils import get_column_letter
+from sqlalchemy import Engine, and_, func, or_, select
+
+from tickets.models import TicketSource, TicketStatus
+from tickets.tables import ticket_events, tickets
+
+Lang = Literal["zh", "en"]
+Cell = str | int | float | None
+CENTRE_TZ = ZoneInfo("Asia/Shanghai")
+
+LEDGER_COLUMNS: list[tuple[str, str, str]] = [  # key, zh, en
+    ("no", "序号", "No."),
+    ("institution", "机构名称", "Institution"),
+    ("town", "乡镇(街道)", "Town"),
+    ("title", "隐患描述", "Hazard"),
+    ("major", "是否重大事故隐患", "Major hazard"),
+    ("source", "隐患来源", "Source channel"),
+    ("found_at", "发现时间", "Found at"),
+    ("unit", "整改责任单位", "Responsible unit"),
+    ("person", "责任人", "Responsible person"),
+    ("measures", "整改措施", "Measures"),
+    ("due_at", "整改时限", "Deadline"),
+    ("status", "整改状态", "Status"),
+    ("closed_at", "销号时间", "Closed at"),
+    ("ticket", "工单编号", "Ticket"),
+]
+DISPATCH_COLUMNS: list[tuple[str, str, str]] = [
+    ("town", "乡镇(街道)", "Town"),
+    ("institution", "机构名称", "Institution"),
+    ("found", "本月排查隐患数", "Found"),
+    ("major", "其中重大事故隐患", "Of which major"),
+    ("rectified", "已整改", "Rectified"),
+    ("open", "未整改", "Open"),
+    ("overdue", "逾期未整改", "Overdue"),
+    ("rate", "整改率", "Rectification rate"),
+]
+SOURCE_NAMES = {
+    TicketSource.SENSOR: ("传感器自动上报", "sensor"),
+    TicketSource.SELF_INSPECTION: ("自查上报", "self-inspection"),
+    TicketSource.SUPERVISORY_INSPECTION: ("督导检查发现", "supervisory inspection"),
+    TicketSource.PUBLIC_REPORT: ("群众举报查实", "public report"),
+}
+STATUS_NAMES = {
+    TicketStatus.OPEN: ("待处理", "open"),
+    TicketStatus.ASSIGNED: ("已指派", "assigned"),
+    TicketStatus.RECTIFYING: ("整改中", "rectifying"),
+    TicketStatus.AWAITING_VERIFICATION: ("待核查", "awaiting verification"),
+    TicketStatus.CLOSED: ("已销号", "closed"),
+}
+YES_NO = {True: ("是", "yes"), False: ("否", "no")}
+TOTAL = ("合计", "Total")
+SUBTOTAL = ("小计", "Subtotal")
+NO_TOWN = ("(未填乡镇)", "(no town)")
+
+
+@dataclass(frozen=True, slots=True)
+class Month:
+    """A calendar month in a time zone."""
+
+    year: int
+    month: int
+    tz: ZoneInfo = CENTRE_TZ
+
+    @classmethod
+    def parse(cls, text: str, tz: ZoneInfo = CENTRE_TZ) -> Month:
+        """`2026-11`."""
+        try:
+            year, month = (int(part) for part in text.split("-"))
+            date(year, month, 1)
+        except ValueError:
+            raise ValueError(f"a month is YYYY-MM, got {text!r}") from None
+        return cls(year, month, tz)
+
+    @property
+    def start(self) -> datetime:
+        """The first instant, UTC."""
+        return datetime(self.year, self.month, 1, tzinfo=self.tz).astimezone(UTC)
+
+    @property
+    def end(self) -> datetime:
+        """The first instant of the next month, UTC."""
+        following = date(self.year, self.month, 28) + timedelta(days=4)
+        return datetime(following.year, following.month, 1, tzinfo=self.tz).astimezone(UTC)
+
+    def __str__(self) -> str:
+        return f"{self.year:04d}-{self.month:02d}"
+
+
+@dataclass
+class Table:
+    """A report: a title, column headers and rows of cells."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[Cell]] = field(default_factory=list)
+
+    def csv(self) -> bytes:
+        """UTF-8 with a BOM (Excel opens Chinese text right only then), CRLF lines."""
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(self.headers)
+        writer.writerows(self.rows)
+        return ("\ufeff" + out.getvalue()).encode("utf-8")
+
+    def xlsx(self) -> bytes:
+        """One sheet, bold headers, frozen header row, widths to fit."""
+        book = Workbook()
+        sheet = book.active
+        assert sheet is not None
+        sheet.title = self.title[:31]
+        sheet.append(self.headers)
+        for cell in sheet[1]:
+            cell.font = Font(bold=True)
+            cell.alignment = Alignment(wrap_text=True, vertical="top")
+        for row in self.rows:
+            sheet.append(row)
+        sheet.freeze_panes = "A2"
+        for index, header in enumerate(self.headers, start=1):
+            values = [header, *(row[index - 1] for row in self.rows[:200])]
+            width = max(_width(v) for v in values)
+            sheet.column_dimensions[get_column_letter(index)].width = min(60, max(8, width + 2))
+        out = io.BytesIO()
+        book.save(out)
+        return out.getvalue()
+
+
+def _width(value: Cell) -> int:
+    text = "" if value is None else str(value)
+    return sum(2 if ord(ch) > 0x2E80 else 1 for ch in text)  # CJK takes two columns
+
+
+def _pick(pair: tuple[str, str], lang: Lang) -> str:
+    return pair[0] if lang == "zh" else pair[1]
+
+
+def _local(moment: datetime | None, tz: ZoneInfo) -> str | None:
+    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M") if moment is not None else None
+
+
+class Reports:
+    """Builds the monthly tables from the database."""
+
+    def __init__(self, engine: Engine, institution_names: dict[str, tuple[str, str | None]]):
+        """`institution_names`: id -> (name, town), from the registry."""
+        self._engine = engine
+        self._names = institution_names
+
+    def ledger(
+        self, month: Month, lang: Lang = "zh", institutions: Sequence[str] | None = None
+    ) -> Table:
+        """The list (清单): every ticket the month had to deal with, status at its end."""
+        c = tickets.c
+        where = [c.found_at < month.end, or_(c.closed_at.is_(None), c.closed_at >= month.start)]
+        if institutions is not None:
+            where.append(c.institution.in_(list(institutions)))
+        query = select(tickets).where(*where).order_by(c.found_at, c.id)
+        headers = [_pick((zh, en), lang) for _, zh, en in LEDGER_COLUMNS]
+        title = f"重大事故隐患清单 {month}" if lang == "zh" else f"Hazard ledger {month}"
+        table = Table(title, headers)
+        with self._engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+            status_at_end = self._status_at(connection, [r["id"] for r in rows], month.end)
+        for number, row in enumerate(rows, start=1):
+            name, town = self._names.get(row["institution"], (row["institution"], None))
+            # No step before the end: found then, but put in the ledger only later.
+            status = status_at_end.get(row["id"], TicketStatus.OPEN)
+            closed = row["closed_at"] if status is TicketStatus.CLOSED else None
+            table.rows.append(
+                [
+                    number,
+                    name,
+                    town or "",
+                    row["title"],
+                    _pick(YES_NO[bool(row["major_hazard"])], lang),
+                    _pick(SOURCE_NAMES[TicketSource(row["source"])], lang),
+                    _local(row["found_at"], month.tz),
+                    row["responsible_unit"],
+                    row["responsible_person"],
+                    row["measures"],
+                    _local(row["due_at"], month.tz),
+                    _pick(STATUS_NAMES[status], lang),
+                    _local(closed, month.tz),
+                    row["id"],
+                ]
+            )
+        return table
+
+    def dispatch(
+        self, month: Month, lang: Lang = "zh", institutions: Sequence[str] | None = None
+    ) -> Table:
+        """The dispatch table (调度表): per institution, subtotals per town, a total."""
+        c = tickets.c
+        closed_by_end = and_(c.closed_at.is_not(None), c.closed_at < month.end)
+        found_now = and_(c.found_at >= month.start, c.found_at < month.end)
+        open_at_end = and_(
+            c.found_at < month.end, or_(c.closed_at.is_(None), c.closed_at >= month.end)
+        )
+        counts = (
+            select(
+                c.institution,
+                func.count().filter(found_now).label("found"),
+                func.count().filter(and_(found_now, c.major_hazard.is_(True))).label("major"),
+                func.count().filter(and_(found_now, closed_by_end)).label("rectified"),
+                func.count().filter(open_at_end).label("open"),
+                func.count().filter(and_(open_at_end, c.due_at < month.end)).label("overdue"),
+            )
+            .where(c.found_at < month.end)
+            .group_by(c.institution)
+        )
+        if institutions is not None:
+            counts = counts.where(c.institution.in_(list(institutions)))
+        with self._engine.connect() as connection:
+            found = {r["institution"]: r for r in connection.execute(counts).mappings()}
+        ids = set(found) | (set(institutions) if institutions is not None else set(self._names))
+        by_town: dict[str, list[tuple[str, list[int]]]] = {}
+        for institution in ids:
+            name, town = self._names.get(institution, (institution, None))
+            row = found.get(institution)
+            figures = [int(row[k]) if row else 0 for k in ("found", "major", "rectified")]
+            figures += [int(row[k]) if row else 0 for k in ("open", "overdue")]
+            by_town.setdefault(town or _pick(NO_TOWN, lang), []).append((name, figures))
+        headers = [_pick((zh, en), lang) for _, zh, en in DISPATCH_COLUMNS]
+        title = f"隐患整治进展调度表 {month}" if lang == "zh" else f"Dispatch table {month}"
+        table = Table(title, headers)
+        total = [0] * 5
+        for town in sorted(by_town):
+            subtotal = [0] * 5
+            for name, figures in sorted(by_town[town]):
+                table.rows.append([town, name, *figures, _rate(figures)])
+                subtotal = [a + b for a, b in zip(subtotal, figures, strict=True)]
+            table.rows.append([town, _pick(SUBTOTAL, lang), *subtotal, _rate(subtotal)])
+            total = [a + b for a, b in zip(total, subtotal, strict=True)]
+        table.rows.append([_pick(TOTAL, lang), "", *total, _rate(total)])
+        return table
+
+    def _status_at(
+        self, connection: Any, ids: Iterable[str], end: datetime
+    ) -> dict[str, TicketStatus]:
+        """Each ticket's status after its last step before `end`."""
+        found: dict[str, TicketStatus] = {}
+        ids = list(ids)
+        for start in range(0, len(ids), 5000):
+            chunk = ids[start : start + 5000]
+            last = (
+                select(func.max(ticket_events.c.id))
+                .where(ticket_events.c.ticket_id.in_(chunk), ticket_events.c.at < end)
+                .group_by(ticket_events.c.ticket_id)
+            )
+            query = select(ticket_events.c.ticket_id, ticket_events.c.status).where(
+                ticket_events.c.id.in_(last)
+            )
+            for ticket_id, status in connection.execute(query):
+                found[ticket_id] = TicketStatus(status)
+        return found
+
+
+def _rate(figures: list[int]) -> str:
+    found, _major, rectified = figures[:3]
+    return f"{rectified / found:.1%}" if found else ""
