@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from alerts.store import OutboxItem
-from core.alerting import Alert, AlertAction, AlertChange, AlertState
+from core.alerting import Alert, AlertAction, AlertChange, AlertState, Severity
 from core.clock import to_epoch_ms
 from core.registry.models import Institution
 from core.settings import AlertSettings, Webhook
@@ -116,15 +116,34 @@ class Notifier:
             "alert": alert_json(alert),
             "institution": institution.model_dump(mode="json") if institution else None,
         }
+        return self._to_hooks(alert.id, message, alert.severity, alert.escalation_level, town)
+
+    def plan_ticket(self, change: dict[str, Any]) -> list[OutboxItem]:
+        """Webhook rows for a change of a hazard ticket (`{action, at, actor, note, ticket}`).
+
+        Tickets travel the alerts' outbox and webhooks: the same retries, order and formats.
+        """
+        ticket = change["ticket"]
+        institution = self._institutions(ticket["institution"])
+        message = change | {
+            "institution": institution.model_dump(mode="json") if institution else None
+        }
+        severity = Severity(ticket["severity"])
+        town = institution.town if institution else None
+        return self._to_hooks(ticket["id"], message, severity, ticket["escalation_level"], town)
+
+    def _to_hooks(
+        self, about: str, message: dict[str, Any], severity: Severity, level: int, town: str | None
+    ) -> list[OutboxItem]:
         items = []
         for hook in self._settings.webhooks:
-            if alert.severity.rank < hook.min_severity.rank:
+            if severity.rank < hook.min_severity.rank:
                 continue
-            if hook.level > alert.escalation_level:
+            if hook.level > level:
                 continue
             if hook.towns and town not in hook.towns:
                 continue
-            items.append(OutboxItem(f"webhook:{hook.name}", alert.id, message))
+            items.append(OutboxItem(f"webhook:{hook.name}", about, message))
         return items
 
 
@@ -147,16 +166,51 @@ def _point(change: AlertChange) -> dict[str, Any]:
 
 
 def mentions(message: dict[str, Any]) -> list[str]:
-    """Phones to @-mention: the institution principal once the alert reached level 1."""
+    """Phones to @-mention: the institution principal once the alert (or ticket) reached level 1."""
     institution = message.get("institution") or {}
     principal = institution.get("principal") or {}
-    level = message["alert"].get("escalation_level", 0)
+    level = (message.get("alert") or message.get("ticket") or {}).get("escalation_level", 0)
     phone = principal.get("phone")
     return [phone] if phone and level >= 1 else []
 
 
+TICKET_ACTION_ZH = {
+    "opened": "新隐患工单",
+    "escalated": "逾期升级",
+    "rectified": "已整改待核查",
+    "verified": "已核查销号",
+    "rejected": "核查未通过",
+    "reopened": "重新打开",
+}
+TICKET_LEVEL_ZH = ["", "机构主要负责人", "乡镇(街道)民政所", "区民政局挂牌督办"]
+
+
+def ticket_text_zh(message: dict[str, Any]) -> str:
+    """A ticket change in Simplified Chinese."""
+    ticket = message["ticket"]
+    institution = message.get("institution") or {}
+    where = institution.get("name") or ticket["institution"]
+    major = "【重大事故隐患】" if ticket.get("major_hazard") else ""
+    lines = [
+        f"{major}隐患工单 · {TICKET_ACTION_ZH.get(message['action'], message['action'])}",
+        f"机构:{where}" + (f"({institution['town']})" if institution.get("town") else ""),
+        f"隐患:{ticket['title']}",
+        f"整改责任:{ticket['responsible_unit']} {ticket['responsible_person']}",
+        f"整改时限:{ticket['due_at']}",
+        f"工单编号:{ticket['id']}",
+    ]
+    level = ticket.get("escalation_level", 0)
+    if level:
+        lines.append(f"督办级别:{TICKET_LEVEL_ZH[min(level, 3)]}")
+    if message.get("note"):
+        lines.append(f"备注:{message['note']}({message['actor']})")
+    return "\n".join(lines)
+
+
 def text_zh(message: dict[str, Any]) -> str:
     """The notification in Simplified Chinese, as duty groups read it."""
+    if "ticket" in message:
+        return ticket_text_zh(message)
     alert = message["alert"]
     institution = message.get("institution") or {}
     where = institution.get("name") or alert["institution"]

@@ -110,6 +110,13 @@ class AlertStage:
         except Exception:  # only a warm-up: the real save reports what is wrong
             log.warning("alert store rehearsal failed", exc_info=True)
 
+    def notify_ticket(self, change: dict[str, Any]) -> None:
+        """Send a hazard ticket's change to the webhooks that should hear of it."""
+        items = [i for i in self._notifier.plan_ticket(change) if i.target in self._targets]
+        if items:
+            self.store.enqueue(items, self._clock.now())
+            self.dispatcher.wake()
+
     def observe(self, message: DeviceMessage, received_at: datetime, lsn: int) -> None:
         """One accepted message, in order (the digester's listener)."""
         self.engine.observe(message, received_at, lsn)

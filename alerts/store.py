@@ -104,6 +104,11 @@ class AlertStore:
         with self.engine.begin() as connection:
             self._save(connection, changes, lsn, deliveries, now)
 
+    def enqueue(self, deliveries: Iterable[OutboxItem], now: datetime) -> None:
+        """Outbox rows about something other than an alert change (a hazard ticket)."""
+        with self.engine.begin() as connection:
+            self._save(connection, [], None, deliveries, now)
+
     def rehearse(
         self, changes: Sequence[tuple[str, AlertChange]], deliveries: Iterable[OutboxItem]
     ) -> None:

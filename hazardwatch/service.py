@@ -166,7 +166,10 @@ class Service:
             self.broadcaster.publish("alert", change_event(change), change.alert.institution)
 
         def ticket_changed(change: TicketChange) -> None:
-            self.broadcaster.publish("ticket", ticket_event(change), change.ticket.institution)
+            body = ticket_event(change)
+            self.broadcaster.publish("ticket", body, change.ticket.institution)
+            if change.event.action in TICKET_NOTICES:
+                alerts.notify_ticket(body)
             alert_id = change.event.alert_id
             if alert_id and change.event.action in (TicketAction.OPENED, TicketAction.ATTACHED):
                 alerts.engine.link_ticket(alert_id, change.ticket.id)
@@ -215,6 +218,19 @@ class Service:
                 "database": self.repository.ping,
             },
         )
+
+
+# Ticket changes people are told of through the webhooks (the alerts' outbox).
+TICKET_NOTICES = frozenset(
+    {
+        TicketAction.OPENED,
+        TicketAction.ESCALATED,
+        TicketAction.RECTIFIED,
+        TicketAction.VERIFIED,
+        TicketAction.REJECTED,
+        TicketAction.REOPENED,
+    }
+)
 
 
 def ticket_event(change: TicketChange) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from core.settings import parse_mqtt_url
 from ingest.sinks.influx_v1 import InfluxV1Sink
 from ingest.stage import IngestStage
 from tests.integration.sites import site_factory  # noqa: F401 - a fixture for the tests
+from tests.integration.webhooks import receiver  # noqa: F401 - a fixture for the tests
 from tests.servers import InfluxDB1, Mosquitto, MosquittoFactory, Postgres, require_binary
 
 

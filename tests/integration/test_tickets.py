@@ -4,6 +4,7 @@ one run, PostgreSQL)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from tests.integration.mqtt_tools import wait_until
 from tests.integration.service_process import StreamReader, change
 from tests.integration.sites import Site
+from tests.integration.webhooks import WebhookReceiver
 from tests.servers import Postgres
 
 
@@ -178,8 +180,12 @@ def test_hazards_from_the_other_channels_enter_the_same_ledger(site_factory: Any
     assert site.service.api("GET", "/api/v1/tickets", params={"status": "bogus"}).status_code == 422
 
 
-def test_two_people_close_the_loop_and_each_sees_only_what_is_theirs(site_factory: Any) -> None:
-    site: Site = site_factory()
+def test_two_people_close_the_loop_and_each_sees_only_what_is_theirs(
+    site_factory: Any, receiver: WebhookReceiver
+) -> None:
+    receiver.start()
+    hooks = [{"name": "duty", "url": receiver.url("/duty")}]
+    site: Site = site_factory(HAZARDWATCH_ALERTS__WEBHOOKS=json.dumps(hooks))
     service = site.service
     wang = service.add_user("wang", "contractor", "--institution", "inst-1")
     zhao = service.add_user("zhao", "duty_officer")
@@ -210,6 +216,14 @@ def test_two_people_close_the_loop_and_each_sees_only_what_is_theirs(site_factor
         ("rectified", "wang"),
         ("verified", "zhao"),
     ]
+
+    # The duty group heard of the ticket through the webhooks: opened, rectified, verified.
+    def ticket_notices() -> list[str]:
+        return [b["action"] for _, _, b in receiver.received if "ticket" in b]
+
+    wait_until(lambda: len(ticket_notices()) == 3, timeout=15, what="3 ticket notices")
+    assert ticket_notices() == ["opened", "rectified", "verified"]
+    assert {b["ticket"]["id"] for _, _, b in receiver.received if "ticket" in b} == {ticket["id"]}
 
     # Another institution's people see none of it: not the ticket, not the alert.
     for token in (east, town):

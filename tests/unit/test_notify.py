@@ -259,3 +259,40 @@ def test_delivered_rows_are_pruned_after_a_week(store: AlertStore) -> None:
     queue(store, clock, "mqtt", range(2, 3))
     dispatcher.run_once()  # prunes on its hourly round
     assert store.prune_delivered(clock.now() + timedelta(seconds=1)) == 1, "only the new row left"
+
+
+def ticket_change(action: str = "opened", **ticket: Any) -> dict[str, Any]:
+    values = {
+        "id": "t1",
+        "institution": "inst-1",
+        "title": "燃气泄漏(重大事故隐患)",
+        "severity": "critical",
+        "major_hazard": True,
+        "responsible_unit": "阳光养老院",
+        "responsible_person": "李四",
+        "due_at": "2026-11-24T08:00:00Z",
+        "escalation_level": 0,
+    }
+    return {"action": action, "at": "2026-11-23T08:00:00Z", "actor": "system", "note": None,
+            "ticket": values | ticket}  # fmt: skip
+
+
+def test_ticket_changes_go_to_the_webhooks_that_should_hear_of_them() -> None:
+    n = notifier(hook("duty"), hook("town", level=2, towns=["城关镇"]), hook("far", towns=["x"]))
+    opened = n.plan_ticket(ticket_change())
+    assert targets(opened) == ["webhook:duty"]
+    assert opened[0].alert_id == "t1"
+    assert opened[0].payload["institution"]["name"] == "阳光养老院"
+    escalated = n.plan_ticket(ticket_change("escalated", escalation_level=2))
+    assert targets(escalated) == ["webhook:duty", "webhook:town"]
+    assert n.plan_ticket(ticket_change(severity="minor")) == [], "below the hooks' minimum"
+
+
+def test_a_ticket_reads_in_chinese_and_mentions_the_principal_once_escalated() -> None:
+    n = notifier(hook("wx", format="wecom", level=1))
+    (item,) = n.plan_ticket(ticket_change("escalated", escalation_level=3))
+    _, body = render(hook("wx", format="wecom"), item.payload)
+    text = body["text"]["content"]
+    assert text.splitlines()[0] == "【重大事故隐患】隐患工单 · 逾期升级"
+    assert "整改责任:阳光养老院 李四" in text and "督办级别:区民政局挂牌督办" in text
+    assert body["text"]["mentioned_mobile_list"] == ["13800000001"]
