@@ -113,20 +113,22 @@ class Ledger:
         return None
 
     def _attach(self, ticket: Ticket, alert: Alert) -> Ticket | None:
-        change = step(
-            ticket,
-            TicketAction.ATTACHED,
-            SYSTEM,
-            self._clock.now(),
-            note=alert.detail,
-            alert_id=alert.id,
-            occurrences=ticket.occurrences + 1,
-            alert_ids=[*ticket.alert_ids, alert.id],
-        )
-        if not self.store.save(change, new_alert=alert.id):
-            return None  # attached already
-        self._tell(change)
-        return change.ticket
+        def attach(fresh: Ticket) -> TicketChange | None:
+            if not fresh.is_open:
+                return None  # closed meanwhile: the next round opens a new one
+            return step(
+                fresh,
+                TicketAction.ATTACHED,
+                SYSTEM,
+                self._clock.now(),
+                note=alert.detail,
+                alert_id=alert.id,
+                occurrences=fresh.occurrences + 1,
+                alert_ids=[*fresh.alert_ids, alert.id],
+            )
+
+        change = self._change(ticket.id, attach, new_alert=alert.id)
+        return change.ticket if change is not None else None
 
     def _new_from_alert(self, alert: Alert, rule: Rule) -> TicketChange:
         now = self._clock.now()
@@ -187,8 +189,9 @@ class Ledger:
         others = [a for a in ticket.alert_ids if a != alert.id]
         still = any(self._alert_state(a) in _HOLDS for a in others)
         if still or ticket.status not in _UNTOUCHED or rule.when_cleared == "keep":
-            self._save(
-                step(ticket, TicketAction.CLEARED, SYSTEM, now, note=note, evidence=evidence)
+            self._change(
+                ticket.id,
+                lambda t: step(t, TicketAction.CLEARED, SYSTEM, now, note=note, evidence=evidence),
             )
             return
         # Nobody has worked on it: the system walks the loop as far as the policy lets it.
@@ -199,9 +202,16 @@ class Ledger:
             extra: dict[str, Any] = {}
             if action is TicketAction.RECTIFIED:
                 extra["measures"] = ticket.measures or "传感器恢复正常 / condition cleared"
-            ticket = self._save(
-                step(ticket, action, SYSTEM, now, note=note, evidence=evidence, **extra)
-            ).ticket
+
+            def walk_on(
+                t: Ticket, action: TicketAction = action, extra: dict[str, Any] = extra
+            ) -> TicketChange:
+                return step(t, action, SYSTEM, now, note=note, evidence=evidence, **extra)
+
+            try:
+                self._change(ticket.id, walk_on)
+            except InvalidTransitionError:  # a person took it up meanwhile: theirs now
+                return
 
     # ------------------------------------------------------------------ the clock
 
@@ -219,23 +229,25 @@ class Ledger:
             if top == 0:
                 return
             for ticket in self.store.overdue(now, below_level=top):
-                level = self.policy.level_at(now - ticket.due_at)
-                if level > ticket.escalation_level:
-                    note = (
-                        f"逾期未整改,升级至第 {level} 级 / overdue since "
-                        f"{ticket.due_at.isoformat()}: escalated to level {level}"
-                    )
-                    self._save(
-                        step(
-                            ticket,
-                            TicketAction.ESCALATED,
-                            SYSTEM,
-                            now,
-                            note=note,
-                            escalation_level=level,
-                            listed_supervision=level >= MAX_ESCALATION_LEVEL,
-                        )
-                    )
+                self._change(ticket.id, lambda t: self._escalated(t, now))
+
+    def _escalated(self, ticket: Ticket, now: datetime) -> TicketChange | None:
+        level = self.policy.level_at(now - ticket.due_at)
+        if not ticket.is_open or level <= ticket.escalation_level:
+            return None  # closed or escalated meanwhile (the other process)
+        note = (
+            f"逾期未整改,升级至第 {level} 级 / overdue since "
+            f"{ticket.due_at.isoformat()}: escalated to level {level}"
+        )
+        return step(
+            ticket,
+            TicketAction.ESCALATED,
+            SYSTEM,
+            now,
+            note=note,
+            escalation_level=level,
+            listed_supervision=level >= MAX_ESCALATION_LEVEL,
+        )
 
     # ------------------------------------------------------------------ people
 
@@ -320,31 +332,39 @@ class Ledger:
     ) -> Ticket:
         """A person's step; InvalidTransitionError if the loop does not allow it."""
         with self._lock:
-            ticket = self.store.get(ticket_id)
-            if ticket is None:
-                raise NotFoundError(f"no ticket {ticket_id!r}")
-            change = step(
-                ticket, action, actor, self._clock.now(), note=note, evidence=evidence, **changes
+            change = self._change(
+                ticket_id,
+                lambda t: step(
+                    t, action, actor, self._clock.now(), note=note, evidence=evidence, **changes
+                ),
             )
-            change = self._save(change)
+            assert change is not None
             if action is TicketAction.RECTIFIED and not change.ticket.verification_required:
                 # No on-site verification for this category: the report closes it out.
-                change = self._save(
-                    step(
-                        change.ticket,
+                closed = self._change(
+                    ticket_id,
+                    lambda t: step(
+                        t,
                         TicketAction.VERIFIED,
                         SYSTEM,
                         self._clock.now(),
                         note="无需现场核查 / no on-site verification required",
-                    )
+                    ),
                 )
+                change = closed or change
             return change.ticket
 
     # ------------------------------------------------------------------ common
 
-    def _save(self, change: TicketChange) -> TicketChange:
-        self.store.save(change)
-        self._tell(change)
+    def _change(
+        self,
+        ticket_id: str,
+        make: Callable[[Ticket], TicketChange | None],
+        new_alert: str | None = None,
+    ) -> TicketChange | None:
+        change = self.store.change(ticket_id, make, new_alert)
+        if change is not None:
+            self._tell(change)
         return change
 
     def _tell(self, change: TicketChange) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, RowMapping, and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from core.errors import NotFoundError
 from tickets.models import Ticket, TicketChange, TicketEvent, TicketStatus
 from tickets.tables import ticket_alerts, ticket_events, ticket_triggers, tickets
 
@@ -99,27 +100,47 @@ class TicketStore:
         except IntegrityError as exc:
             raise DuplicateTicketError(str(exc.orig)) from None
 
-    def save(self, change: TicketChange, new_alert: str | None = None) -> bool:
-        """Store a step: the ticket as it is after it and the audit line.
+    def change(
+        self,
+        ticket_id: str,
+        make: Callable[[Ticket], TicketChange | None],
+        new_alert: str | None = None,
+    ) -> TicketChange | None:
+        """Read a ticket under a row lock, take a step on it, store the step: one transaction.
 
-        With `new_alert`, the alert is attached in the same transaction; False (and nothing
-        stored) when it is attached to a ticket already.
+        Two processes changing one ticket at once thus take turns (PostgreSQL: SELECT … FOR
+        UPDATE; SQLite has one writer at a time anyway). `make` may return None (nothing to
+        do) or raise (a refused step: nothing is stored). With `new_alert`, the alert is
+        attached too; None when it is attached already. NotFoundError for an unknown ticket.
         """
-        ticket = change.ticket
         try:
             with self.engine.begin() as connection:
+                found = (
+                    connection.execute(
+                        select(tickets).where(tickets.c.id == ticket_id).with_for_update()
+                    )
+                    .mappings()
+                    .first()
+                )
+                if found is None:
+                    raise NotFoundError(f"no ticket {ticket_id!r}")
+                ticket = _ticket(found, self._alert_ids(connection, [ticket_id])[ticket_id])
+                change = make(ticket)
+                if change is None:
+                    return None
                 if new_alert is not None:
-                    self._attach(connection, ticket.id, [new_alert], change.event.at)
-                values = _row(ticket)
-                connection.execute(update(tickets).where(tickets.c.id == ticket.id).values(values))
+                    self._attach(connection, ticket_id, [new_alert], change.event.at)
                 connection.execute(
-                    insert(ticket_events).values(_event_row(ticket.id, change.event))
+                    update(tickets).where(tickets.c.id == ticket_id).values(_row(change.ticket))
+                )
+                connection.execute(
+                    insert(ticket_events).values(_event_row(ticket_id, change.event))
                 )
         except IntegrityError:
             if new_alert is None:
                 raise
-            return False
-        return True
+            return None
+        return change
 
     def _attach(
         self, connection: Connection, ticket_id: str, alert_ids: Sequence[str], at: datetime
