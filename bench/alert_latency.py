@@ -1,6 +1,7 @@
-"""Alarm latency and offline-detection error of `hazardwatch run`, under background load.
+"""Alarm and ticket latency and offline-detection error of `hazardwatch run`, under load.
 
     .venv/bin/python -m bench.alert_latency [--alarms 1000] [--load 10000] [--offline 200]
+                                            [--faults 300]
 
 Real Mosquitto and InfluxDB 1.x, hazardwatch as its own process (as deployed). A load
 generator process keeps publishing ordinary readings from 1,000 devices at `--load` msg/s while:
@@ -9,7 +10,10 @@ generator process keeps publishing ordinary readings from 1,000 devices at `--lo
    from just before the publish to the moment the `smoke_alarm` arrives on GET /api/v1/stream,
    both clocks in this process. Baseline in the same run: the same message from publish to a
    bare paho subscriber of the broker — the part of the latency that is not hazardwatch's.
-2. `--offline` detectors with a heartbeat of 2 s send one reading each and fall silent. Their
+2. `--faults` of the alarming detectors then report a `sensor_fault`, 20 a second: from the
+   publish to the `ticket` event `opened` on the stream (sent after the ticket is committed, so
+   the API shows it then; the benchmark checks the API's count at the end).
+3. `--offline` detectors with a heartbeat of 2 s send one reading each and fall silent. Their
    deadline is 5 s (2.5 × heartbeat) after that reading; the error is how late `device_offline`
    arrives on the stream after it.
 
@@ -140,6 +144,41 @@ def alarms(
     return ours, broker, background
 
 
+def faults(service: ServiceProcess, url: str, stream: StreamReader, count: int) -> list[float]:
+    """From a detector's `fault` event to its hazard ticket on the stream (and in the API)."""
+    endpoint = parse_mqtt_url(url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fault-{uuid.uuid4().hex[:8]}")
+    client.connect(endpoint.host, endpoint.port)
+    client.loop_start()
+    sent: dict[str, float] = {}
+    started = time.monotonic()
+    for i in range(count):
+        device = f"alarm-{i:05d}"
+        body = json.dumps({"seq": 2, "type": "fault", "code": "sensor_fault"})
+        delay = started + i / ALARMS_PER_S - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        sent[device] = time.monotonic()
+        client.publish(f"{PREFIX}/lat-{i:05d}/{device}/event", body, qos=1)
+    opened: dict[str, float] = {}
+    deadline = time.monotonic() + 30
+    while len(opened) < count and time.monotonic() < deadline:
+        opened = {
+            body["ticket"]["device"]: at
+            for at, event, body in list(stream.events)
+            if event == "ticket" and body["action"] == "opened" and body["ticket"]["device"] in sent
+        }
+        time.sleep(0.2)
+    client.disconnect()
+    client.loop_stop()
+    if len(opened) < count:
+        raise RuntimeError(f"{count - len(opened)} of {count} faults opened no ticket")
+    listed = service.api("GET", "/api/v1/tickets", params={"category": "device_fault"})
+    if int(listed.headers["X-Total-Count"]) != count:
+        raise RuntimeError(f"the API lists {listed.headers['X-Total-Count']} tickets, not {count}")
+    return [opened[d] - t for d, t in sent.items()]
+
+
 def offline(url: str, stream: StreamReader, count: int) -> list[float]:
     """How late each device_offline arrives after its deadline (negative: early)."""
     endpoint = parse_mqtt_url(url)
@@ -189,6 +228,7 @@ def main() -> None:
     parser.add_argument("--alarms", type=int, default=1000)
     parser.add_argument("--load", type=float, default=10_000, help="background msg/s")
     parser.add_argument("--offline", type=int, default=200, help="devices that fall silent")
+    parser.add_argument("--faults", type=int, default=300, help="faults that open tickets")
     args = parser.parse_args()
     print(describe())
     with tempfile.TemporaryDirectory() as tmp:
@@ -211,7 +251,8 @@ def main() -> None:
         try:
             service.start()
             stream = StreamReader(service)
-            seconds = 10 + args.alarms / ALARMS_PER_S + 2 * OFFLINE_FACTOR * HEARTBEAT_S + 60
+            phases = (args.alarms + args.faults) / ALARMS_PER_S
+            seconds = 10 + phases + 2 * OFFLINE_FACTOR * HEARTBEAT_S + 60
             load = multiprocessing.Process(
                 target=publish_fast,
                 args=(broker.url, functools.partial(message, PREFIX), int(args.load * seconds)),
@@ -228,6 +269,9 @@ def main() -> None:
             print(f"background actually received by hazardwatch: {background:,.0f} msg/s")
             print(f"baseline  publish -> bare paho subscriber:  {percentiles(raw)}")
             print(f"hazardwatch publish -> SSE stream:        {percentiles(ours)}")
+            if args.faults:
+                tickets = faults(service, broker.url, stream, min(args.faults, args.alarms))
+                print(f"hazardwatch fault -> ticket on the stream: {percentiles(tickets)}")
             late = offline(broker.url, stream, args.offline)
             print(
                 f"offline detection, lateness after the deadline ({args.offline} devices, "
