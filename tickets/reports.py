@@ -24,7 +24,8 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from openpyxl import Workbook
-from openpyxl.styles import Alignment, Font
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 from sqlalchemy import Engine, and_, func, or_, select
 
@@ -130,22 +131,25 @@ class Table:
         return ("\ufeff" + out.getvalue()).encode("utf-8")
 
     def xlsx(self) -> bytes:
-        """One sheet, bold headers, frozen header row, widths to fit."""
-        book = Workbook()
-        sheet = book.active
-        assert sheet is not None
-        sheet.title = self.title[:31]
-        sheet.append(self.headers)
-        for cell in sheet[1]:
-            cell.font = Font(bold=True)
-            cell.alignment = Alignment(wrap_text=True, vertical="top")
-        for row in self.rows:
-            sheet.append(row)
-        sheet.freeze_panes = "A2"
+        """One sheet, bold headers, frozen header row, widths to fit; written as a stream
+        (openpyxl's write-only mode: a month of a large district is tens of thousands of rows).
+        """
+        book = Workbook(write_only=True)
+        sheet = book.create_sheet(self.title[:31])
         for index, header in enumerate(self.headers, start=1):
             values = [header, *(row[index - 1] for row in self.rows[:200])]
             width = max(_width(v) for v in values)
             sheet.column_dimensions[get_column_letter(index)].width = min(60, max(8, width + 2))
+        sheet.freeze_panes = "A2"
+        bold = Font(bold=True)
+        header_cells = []
+        for header in self.headers:
+            cell = WriteOnlyCell(sheet, value=header)
+            cell.font = bold
+            header_cells.append(cell)
+        sheet.append(header_cells)
+        for row in self.rows:
+            sheet.append(row)
         out = io.BytesIO()
         book.save(out)
         return out.getvalue()
