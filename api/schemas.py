@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.alerting import Alert, AlertAction, AlertState, Severity
 from core.registry.models import Device
@@ -74,11 +74,22 @@ class AlertDetail(Alert):
 
 
 class EvidenceLink(BaseModel):
-    """Evidence given by reference: a photo or report kept elsewhere."""
+    """Evidence given by reference: a link to a photo or report kept elsewhere, or a file
+    already uploaded to this ticket (`POST /api/v1/tickets/{id}/attachments`), by its SHA-256.
+    """
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200)
-    url: str = Field(min_length=1, max_length=2000, pattern=r"^https?://")
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    url: str | None = Field(default=None, min_length=1, max_length=2000, pattern=r"^https?://")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> EvidenceLink:
+        if (self.url is None) == (self.sha256 is None):
+            raise ValueError("evidence is either a url or the sha256 of an uploaded file")
+        if self.url is not None and self.name is None:
+            raise ValueError("a linked piece of evidence needs a name")
+        return self
 
 
 class TicketStep(BaseModel):

@@ -141,6 +141,9 @@ class TicketSettings(BaseModel):
     policy: Path | None = Field(
         default=None, description="ticket policy YAML; unset: the shipped tickets/policy.yaml"
     )
+    attachment_max_mb: float = Field(
+        default=20.0, gt=0, description="largest evidence file accepted, MiB (photos, PDFs)"
+    )
 
 
 class Settings(BaseSettings):

@@ -35,6 +35,7 @@ from ingest.sinks.embedded import EmbeddedSink
 from ingest.sinks.influx_v1 import InfluxV1Sink
 from ingest.sinks.influx_v2 import InfluxV2Sink
 from ingest.stage import CLIENT_ID, IngestStage
+from tickets.attachments import AttachmentStore
 from tickets.models import TicketAction, TicketChange
 from tickets.policy import load_policy
 from tickets.stage import TicketStage
@@ -143,6 +144,9 @@ class Service:
             engine,
             self.repository.institution,
             alert_state=self._alert_state,
+            attachments=AttachmentStore(
+                settings.data_dir, int(settings.tickets.attachment_max_mb * 2**20)
+            ),
         )
         self._wire()
         self.ingest.recover()

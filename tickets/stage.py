@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from core.alerting import AlertChange
 from core.clock import Clock, SystemClock
+from tickets.attachments import AttachmentStore
 from tickets.ledger import AlertStateLookup, InstitutionLookup, Ledger
 from tickets.policy import Policy
 from tickets.store import TicketStore
@@ -37,8 +38,10 @@ class TicketStage:
         *,
         alert_state: AlertStateLookup | None = None,
         clock: Clock | None = None,
+        attachments: AttachmentStore | None = None,
     ) -> None:
         self.store = TicketStore(database)
+        self.attachments = attachments  # None: evidence by link only
         self.ledger = Ledger(
             self.store,
             policy,

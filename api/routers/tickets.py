@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, Form, HTTPException, Query, Response, UploadFile, status
+from fastapi.responses import FileResponse
 
 from api.deps import ContextDep, CurrentUser, narrow, require, scope
 from api.schemas import (
@@ -18,6 +19,7 @@ from api.schemas import (
 )
 from core.errors import InvalidTransitionError, NotFoundError
 from core.users import User
+from tickets.attachments import AttachmentTooLargeError
 from tickets.ledger import Ledger
 from tickets.models import Evidence, Ticket, TicketAction, TicketSource, TicketStatus
 from tickets.stage import TicketStage
@@ -93,7 +95,7 @@ def create_ticket(body: TicketCreate, context: ContextDep, user: CurrentUser) ->
         return ledger.create(
             actor=user.name,
             source=TicketSource(body.source),
-            evidence=_evidence(body.evidence),
+            evidence=_evidence(body.evidence, {}),
             **fields,
         )
     except NotFoundError as exc:
@@ -159,8 +161,92 @@ def comment(ticket_id: str, body: TicketStep, context: ContextDep, user: Current
     return _act(context, ticket_id, TicketAction.COMMENTED, user, body)
 
 
-def _evidence(links: list[EvidenceLink]) -> list[Evidence]:
-    return [Evidence(name=link.name, url=link.url) for link in links]
+@router.post("/{ticket_id}/attachments", status_code=status.HTTP_201_CREATED)
+def upload(
+    ticket_id: str,
+    file: UploadFile,
+    context: ContextDep,
+    user: CurrentUser,
+    note: Annotated[str | None, Form(max_length=5000)] = None,
+) -> Evidence:
+    """Keep a file (a photo of the repair, a signed form) as evidence of the ticket: stored on
+    disk and recorded in the audit trail at once (a `commented` step); later steps refer to it
+    by its `sha256`."""
+    stage = _stage(context)
+    _visible(context, user, stage.store.get(ticket_id), ticket_id)
+    require(user.may_act, f"a {user.role} user cannot change tickets")
+    if stage.attachments is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no attachment store")
+    try:
+        evidence = stage.attachments.save(file.file, file.filename, file.content_type)
+    except AttachmentTooLargeError as exc:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from None
+    try:
+        stage.ledger.act(
+            ticket_id,
+            TicketAction.COMMENTED,
+            user.name,
+            note=note or f"attachment {evidence.name}",
+            evidence=[evidence],
+        )
+    except (NotFoundError, InvalidTransitionError) as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    return evidence
+
+
+INLINE_TYPES = frozenset(
+    {"image/jpeg", "image/png", "image/gif", "image/webp", "application/pdf", "text/plain"}
+)
+
+
+@router.get(
+    "/{ticket_id}/attachments/{sha256}",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def download(ticket_id: str, sha256: str, context: ContextDep, user: CurrentUser) -> FileResponse:
+    """A file kept as evidence of this ticket (only files its audit trail refers to)."""
+    stage = _stage(context)
+    _visible(context, user, stage.store.get(ticket_id), ticket_id)
+    evidence = _uploaded(stage, ticket_id).get(sha256)
+    if evidence is None or stage.attachments is None or not stage.attachments.has(sha256):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no attachment {sha256!r} on {ticket_id}")
+    kind = evidence.content_type or "application/octet-stream"
+    return FileResponse(
+        stage.attachments.path(sha256),
+        media_type=kind,
+        filename=evidence.name,
+        content_disposition_type="inline" if kind in INLINE_TYPES else "attachment",
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600"},
+    )
+
+
+def _uploaded(stage: TicketStage, ticket_id: str) -> dict[str, Evidence]:
+    """The stored files the ticket's audit trail refers to, by digest."""
+    return {
+        item.sha256: item
+        for event in stage.store.events(ticket_id)
+        for item in event.evidence
+        if item.sha256 is not None and item.path is not None
+    }
+
+
+def _evidence(links: list[EvidenceLink], uploaded: dict[str, Evidence]) -> list[Evidence]:
+    """Links as they are; uploaded files as stored (refused if not uploaded to this ticket)."""
+    found: list[Evidence] = []
+    for link in links:
+        if link.url is not None:
+            found.append(Evidence(name=link.name or link.url, url=link.url))
+            continue
+        stored = uploaded.get(link.sha256 or "")
+        if stored is None:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"no file {link.sha256} uploaded to this ticket: upload it first "
+                "(POST /api/v1/tickets/{id}/attachments)",
+            )
+        found.append(stored.model_copy(update={"name": link.name}) if link.name else stored)
+    return found
 
 
 def _visible(context: ContextDep, user: User, ticket: Ticket | None, ticket_id: str) -> Ticket:
@@ -190,7 +276,7 @@ def _act(
             action,
             user.name,
             note=body.note,
-            evidence=_evidence(body.evidence),
+            evidence=_evidence(body.evidence, _uploaded(stage, ticket_id) if body.evidence else {}),
             **changes,
         )
     except NotFoundError as exc:

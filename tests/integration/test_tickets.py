@@ -4,9 +4,12 @@ one run, PostgreSQL)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -185,7 +188,10 @@ def test_two_people_close_the_loop_and_each_sees_only_what_is_theirs(
 ) -> None:
     receiver.start()
     hooks = [{"name": "duty", "url": receiver.url("/duty")}]
-    site: Site = site_factory(HAZARDWATCH_ALERTS__WEBHOOKS=json.dumps(hooks))
+    site: Site = site_factory(
+        HAZARDWATCH_ALERTS__WEBHOOKS=json.dumps(hooks),
+        HAZARDWATCH_TICKETS__ATTACHMENT_MAX_MB="0.01",  # 10 KiB, to see the limit refuse
+    )
     service = site.service
     wang = service.add_user("wang", "contractor", "--institution", "inst-1")
     zhao = service.add_user("zhao", "duty_officer")
@@ -201,21 +207,63 @@ def test_two_people_close_the_loop_and_each_sees_only_what_is_theirs(
 
     for name, body in (("assign", {"responsible_person": "王工"}), ("start", {})):
         assert service.api("POST", f"{path}/{name}", wang, json=body).status_code == 200
-    done = service.api("POST", f"{path}/rectified", wang, json={"measures": "更换探测器"})
+
+    # The contractor keeps a photo of the repair with the ticket, and cites it when done.
+    photo = b"\xff\xd8\xff\xe0" + os.urandom(3000)
+    upload = service.api(
+        "POST",
+        f"{path}/attachments",
+        wang,
+        files={"file": ("更换后照片.jpg", photo, "image/jpeg")},
+        data={"note": "更换后"},
+    )
+    assert upload.status_code == 201, upload.text
+    evidence = upload.json()
+    assert evidence["sha256"] == hashlib.sha256(photo).hexdigest()
+    assert (evidence["name"], evidence["size"], evidence["content_type"]) == (
+        "更换后照片.jpg",
+        len(photo),
+        "image/jpeg",
+    )
+    assert (Path(service.env["HAZARDWATCH_DATA_DIR"]) / evidence["path"]).read_bytes() == photo
+    big = service.api("POST", f"{path}/attachments", wang, files={"file": ("a.bin", bytes(11000))})
+    assert big.status_code == 413, big.text
+    stranger = {"sha256": hashlib.sha256(b"elsewhere").hexdigest()}
+    cited = service.api("POST", f"{path}/comment", wang, json={"evidence": [stranger]})
+    assert cited.status_code == 422 and "upload it first" in cited.text
+    assert (
+        service.api("POST", f"{path}/attachments", boss, files={"file": photo}).status_code == 403
+    )
+    done = service.api(
+        "POST",
+        f"{path}/rectified",
+        wang,
+        json={"measures": "更换探测器", "evidence": [{"sha256": evidence["sha256"]}]},
+    )
     assert done.json()["rectified_by"] == "wang"
     own = service.api("POST", f"{path}/verify", wang)
     assert own.status_code == 409, "the rectifier does not verify"
     assert service.api("POST", f"{path}/verify", boss).status_code == 403, "the bureau reads"
     closed = service.api("POST", f"{path}/verify", zhao, json={"note": "现场核查合格"}).json()
     assert (closed["status"], closed["verified_by"]) == ("closed", "zhao")
-    trail = [(e["action"], e["actor"]) for e in service.api("GET", path).json()["events"]]
+    events = service.api("GET", path).json()["events"]
+    trail = [(e["action"], e["actor"]) for e in events]
     assert trail == [
         ("opened", "system"),
         ("assigned", "wang"),
         ("started", "wang"),
+        ("commented", "wang"),
         ("rectified", "wang"),
         ("verified", "zhao"),
     ]
+    assert events[3]["note"] == "更换后" and events[3]["evidence"] == [evidence]
+    assert events[4]["evidence"] == [evidence], "the rectification cites the stored photo"
+    # The verifier (and the bureau, read-only) open it from the ledger; nobody else can.
+    for reader in (zhao, boss):
+        got = service.api("GET", f"{path}/attachments/{evidence['sha256']}", reader)
+        assert got.status_code == 200 and got.content == photo
+        assert got.headers["content-type"] == "image/jpeg"
+        assert "filename*=utf-8''%E6%9B%B4" in got.headers["content-disposition"]
 
     # The duty group heard of the ticket through the webhooks: opened, rectified, verified.
     def ticket_notices() -> list[str]:
@@ -230,6 +278,8 @@ def test_two_people_close_the_loop_and_each_sees_only_what_is_theirs(
         assert service.api("GET", "/api/v1/tickets", token).json() == []
         assert service.api("GET", path, token).status_code == 404
         assert service.api("POST", f"{path}/reopen", token).status_code == 404
+        download = f"{path}/attachments/{evidence['sha256']}"
+        assert service.api("GET", download, token).status_code == 404
         assert service.api("GET", "/api/v1/alerts", token).json() == []
         assert service.api("GET", "/api/v1/devices/smoke-1", token).status_code == 404
     assert service.api("GET", "/api/v1/dead-letters", east).status_code == 403
