@@ -24,8 +24,9 @@ Planner = Callable[[str, AlertChange], list[OutboxItem]]
 class AlertWriter:
     """A thread that writes batches of changes, each in one transaction with its outbox rows.
 
-    If the database is down the changes are still shown (listeners are told once), and the
-    write is retried until it succeeds: the engine's callers wait for it where it matters.
+    If the database is down the changes are still shown (listeners are told once, at once,
+    also of the changes that come while it is down), and the write is retried until it
+    succeeds, with whatever came meanwhile: the engine's callers wait for it where it matters.
     """
 
     def __init__(
@@ -104,7 +105,8 @@ class AlertWriter:
     def _write(self, batch: list[tuple[int, list[Change], int | None]]) -> None:
         changes = [change for _, items, _ in batch for change in items]
         lsns = [lsn for _, _, lsn in batch if lsn is not None]
-        backoff, told = 0.2, False
+        told = 0  # how many of `changes` the listeners have seen
+        backoff = 0.2
         give_up_at = time.monotonic() + 10  # only when stopping
         while True:
             now = self._clock.now()
@@ -115,16 +117,27 @@ class AlertWriter:
                 break
             except SQLAlchemyError as exc:  # the database is down: show the alarms, keep trying
                 log.error("cannot store %d alert changes: %s; retrying", len(changes), exc)
-                if not told:
-                    self._tell(changes)
-                    told = True
+                self._tell(changes[told:])
+                told = len(changes)
                 if self._stopping and time.monotonic() > give_up_at:
                     log.critical("%d alert changes were not stored", len(changes))
                     break
-                time.sleep(backoff)
+                # Until the next try, changes that come meanwhile join this batch and are
+                # shown at once: one stuck transaction must not hold back the next alarms.
+                retry_at = time.monotonic() + backoff
                 backoff = min(backoff * 2, 5.0)
-        if not told:
-            self._tell(changes)
+                while (left := retry_at - time.monotonic()) > 0:
+                    with self._cond:
+                        if not self._queue:
+                            self._cond.wait(left)
+                        more, self._queue = self._queue, []
+                    if more:
+                        batch.extend(more)
+                        changes.extend(change for _, items, _ in more for change in items)
+                        lsns.extend(lsn for _, _, lsn in more if lsn is not None)
+                        self._tell(changes[told:])
+                        told = len(changes)
+        self._tell(changes[told:])
         with self._cond:
             self._stored = batch[-1][0]
             self._cond.notify_all()

@@ -144,6 +144,7 @@ class Service:
             engine,
             self.repository.institution,
             alert_state=self._alert_state,
+            open_alerts=self.alerts.engine.open_alerts,
             attachments=AttachmentStore(
                 settings.data_dir, int(settings.tickets.attachment_max_mb * 2**20)
             ),

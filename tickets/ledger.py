@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +40,8 @@ Listener = Callable[[TicketChange], None]
 # Alert changes that mean "the condition is there".
 _PRESENT = frozenset({AlertAction.RAISED, AlertAction.REACTIVATED, AlertAction.SEVERITY})
 _HOLDS = frozenset({AlertState.ACTIVE, AlertState.ACKNOWLEDGED})
+_GONE = frozenset({AlertState.CLEARED, AlertState.RESOLVED})
+_SENSED = frozenset({TicketAction.OPENED, TicketAction.ATTACHED, TicketAction.CLEARED})
 _UNTOUCHED = frozenset({TicketStatus.OPEN, TicketStatus.ASSIGNED})  # nobody worked on it yet
 UNASSIGNED = "未指定"
 
@@ -90,7 +92,59 @@ class Ledger:
                 change.action is AlertAction.RESOLVED and alert.resolved_by == SYSTEM
             ):  # the condition went away (a person resolving an alert says nothing of it)
                 self.store.drop_trigger(alert.id)
-                self._condition_gone(alert, rule)
+                self._condition_gone(alert.id, alert.kind, rule)
+
+    def reconcile(self, open_alerts: Iterable[Alert]) -> int:
+        """Catch up with alert changes this ledger missed, from the alerts as they are now.
+
+        A change can be missed when the database failed while it was handled, or when the
+        process stopped between storing an alert and handling it (the queue is in memory).
+        Then: an alert that holds gets its ticket (or, for a rule with a delay, its trigger,
+        counted from when it was raised or last cleared); a trigger whose alert no longer
+        holds is dropped; a ticket nobody has worked on, whose alerts are all cleared or
+        resolved and which has not recorded that, goes the way of a cleared condition.
+        Idempotent. Returns how many of these it did.
+        """
+        done = 0
+        with self._lock:
+            holding: set[str] = set()
+            for alert in open_alerts:
+                rule = self.policy.rule(alert.kind)
+                if rule is None or alert.state not in _HOLDS:
+                    continue
+                holding.add(alert.id)
+                if self.store.ticket_of_alert(alert.id) is not None:
+                    continue
+                if rule.delay.total_seconds() == 0:
+                    done += self._open_or_attach(alert, rule) is not None
+                else:
+                    # From when it was raised or came back (not before it last cleared).
+                    due = max(alert.raised_at, alert.cleared_at or alert.raised_at) + rule.delay
+                    trigger = Trigger(alert.id, due, alert.model_dump(mode="json"))
+                    done += self.store.add_trigger(trigger)
+            for alert_id in self.store.trigger_ids() - holding:
+                if self._alert_state(alert_id) not in _HOLDS:
+                    done += self.store.drop_trigger(alert_id)
+            for ticket in self.store.untouched_sensor_tickets():
+                if any(a in holding for a in ticket.alert_ids) or not ticket.alert_ids:
+                    continue
+                states = [self._alert_state(a) for a in ticket.alert_ids]
+                if any(state not in _GONE for state in states):
+                    continue  # unknown: no evidence that the condition went away
+                last = [e.action for e in self.store.events(ticket.id) if e.action in _SENSED]
+                kind, rule = self._rule_of(ticket.category)
+                if last and last[-1] is not TicketAction.CLEARED and rule is not None:
+                    self._condition_gone(ticket.alert_ids[-1], kind, rule)
+                    done += 1
+        if done:
+            log.warning("ledger caught up with %d missed alert changes", done)
+        return done
+
+    def _rule_of(self, category: str) -> tuple[str, Rule | None]:
+        for kind, rule in self.policy.rules.items():
+            if rule.category == category:
+                return kind, rule
+        return category, None
 
     def _open_or_attach(self, alert: Alert, rule: Rule) -> Ticket | None:
         """The ticket of the alert's device and category, opened or with the alert attached."""
@@ -178,15 +232,15 @@ class Ledger:
             return institution.name, UNASSIGNED, None
         return institution.name, person.name, person.phone
 
-    def _condition_gone(self, alert: Alert, rule: Rule) -> None:
-        ticket_id = self.store.ticket_of_alert(alert.id)
+    def _condition_gone(self, alert_id: str, kind: str, rule: Rule) -> None:
+        ticket_id = self.store.ticket_of_alert(alert_id)
         ticket = self.store.get(ticket_id) if ticket_id else None
         if ticket is None or not ticket.is_open:
             return
         now = self._clock.now()
-        evidence = [Evidence(name=f"alert {alert.id}: condition cleared at {now.isoformat()}")]
-        note = f"传感器显示已恢复 / the sensor shows the condition cleared ({alert.kind})"
-        others = [a for a in ticket.alert_ids if a != alert.id]
+        evidence = [Evidence(name=f"alert {alert_id}: condition cleared at {now.isoformat()}")]
+        note = f"传感器显示已恢复 / the sensor shows the condition cleared ({kind})"
+        others = [a for a in ticket.alert_ids if a != alert_id]
         still = any(self._alert_state(a) in _HOLDS for a in others)
         if still or ticket.status not in _UNTOUCHED or rule.when_cleared == "keep":
             self._change(

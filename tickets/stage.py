@@ -11,11 +11,12 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
-from core.alerting import AlertChange
+from core.alerting import Alert, AlertChange
 from core.clock import Clock, SystemClock
 from tickets.attachments import AttachmentStore
 from tickets.ledger import AlertStateLookup, InstitutionLookup, Ledger
@@ -39,7 +40,9 @@ class TicketStage:
         alert_state: AlertStateLookup | None = None,
         clock: Clock | None = None,
         attachments: AttachmentStore | None = None,
+        open_alerts: Callable[[], Iterable[Alert]] | None = None,
     ) -> None:
+        """`open_alerts`: the alerts on the board now, for catching up after a miss."""
         self.store = TicketStore(database)
         self.attachments = attachments  # None: evidence by link only
         self.ledger = Ledger(
@@ -49,8 +52,12 @@ class TicketStage:
             clock or SystemClock(),
             alert_state=alert_state,
         )
+        self._open_alerts = open_alerts
         self._queue: queue.Queue[AlertChange | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        # Catch up at the start (changes queued in memory die with a process) and after a
+        # change could not be handled, until that succeeds.
+        self._behind = open_alerts is not None
 
     def submit(self, change: AlertChange) -> None:
         """An alert change, stored (the alert writer's listener); never blocks."""
@@ -83,14 +90,27 @@ class TicketStage:
             else:
                 if item is None:
                     return
-                self._safely(functools.partial(self.ledger.on_alert, item), item.alert.id)
+                work = functools.partial(self.ledger.on_alert, item)
+                if not self._safely(work, item.alert.id) and self._open_alerts is not None:
+                    self._behind = True
             if time.monotonic() >= next_tick:  # also while alert changes keep coming
+                if self._behind:
+                    self._behind = not self._safely(self._catch_up, "catching up")
                 self._safely(self.ledger.tick, "the clock")
                 next_tick = time.monotonic() + TICK_S
 
+    def _catch_up(self) -> None:
+        if self._open_alerts is not None:
+            self.ledger.reconcile(self._open_alerts())
+
     @staticmethod
-    def _safely(work: Callable[[], None], what: str) -> None:
+    def _safely(work: Callable[[], object], what: str) -> bool:
         try:
             work()
+        except OperationalError as exc:  # the database is away: one line, not a traceback
+            log.error("ledger could not reach the database on %s: %s", what, exc.orig or exc)
+            return False
         except Exception:  # the ledger must go on; the failure is logged with its cause
             log.exception("ledger failed on %s", what)
+            return False
+        return True

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Engine, RowMapping, and_, delete, func, inser
 from sqlalchemy.exc import IntegrityError
 
 from core.errors import NotFoundError
-from tickets.models import Ticket, TicketChange, TicketEvent, TicketStatus
+from tickets.models import Ticket, TicketChange, TicketEvent, TicketSource, TicketStatus
 from tickets.tables import ticket_alerts, ticket_events, ticket_triggers, tickets
 
 _COLUMNS = [c.name for c in tickets.columns if c.name != "open_key"]
@@ -151,8 +151,8 @@ class TicketStore:
                 [{"alert_id": a, "ticket_id": ticket_id, "attached_at": at} for a in alert_ids],
             )
 
-    def add_trigger(self, trigger: Trigger) -> None:
-        """Remember an alert that opens a ticket later (idempotent)."""
+    def add_trigger(self, trigger: Trigger) -> bool:
+        """Remember an alert that opens a ticket later; False if it was remembered already."""
         try:
             with self.engine.begin() as connection:
                 connection.execute(
@@ -161,7 +161,8 @@ class TicketStore:
                     )
                 )
         except IntegrityError:
-            pass  # remembered already
+            return False
+        return True
 
     def drop_trigger(self, alert_id: str) -> bool:
         """Forget a waiting alert; True if it was waiting."""
@@ -264,6 +265,22 @@ class TicketStore:
         with self.engine.connect() as connection:
             rows = connection.execute(statement).mappings().all()
         return [Trigger(r["alert_id"], r["due_at"], r["alert"]) for r in rows]
+
+    def trigger_ids(self) -> set[str]:
+        """The alerts waiting to open a ticket."""
+        with self.engine.connect() as connection:
+            return set(connection.execute(select(ticket_triggers.c.alert_id)).scalars())
+
+    def untouched_sensor_tickets(self) -> list[Ticket]:
+        """Sensor tickets nobody has worked on yet (open or assigned)."""
+        statement = select(tickets).where(
+            tickets.c.source == TicketSource.SENSOR.value,
+            tickets.c.status.in_([TicketStatus.OPEN.value, TicketStatus.ASSIGNED.value]),
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(statement).mappings().all()
+            ids = self._alert_ids(connection, [r["id"] for r in rows])
+        return [_ticket(r, ids[r["id"]]) for r in rows]
 
     def _filters(self, query: TicketQuery) -> list[Any]:
         c = tickets.c

@@ -19,7 +19,7 @@ from tests.integration.mqtt_tools import wait_until
 from tests.integration.service_process import StreamReader, change
 from tests.integration.sites import Site
 from tests.integration.webhooks import WebhookReceiver
-from tests.servers import Postgres
+from tests.servers import Postgres, require_binary
 
 
 def tickets_of(site: Site, **params: str) -> list[dict[str, Any]]:
@@ -343,3 +343,57 @@ def test_the_monthly_reports_through_the_api_cover_only_the_users_institutions(
     out = service.env["HAZARDWATCH_DATA_DIR"] + "/ledger.csv"
     printed = service.hazardwatch("report", "ledger", "--month", month, "--output", out)
     assert "2 rows" in printed
+
+
+def test_no_ticket_is_lost_while_the_database_is_away_or_the_service_crashes(
+    site_factory: Any, tmp_path: Path
+) -> None:
+    require_binary("postgres")
+    database = Postgres(tmp_path / "own-postgres").start()  # this test stops it
+    try:
+        site: Site = site_factory(HAZARDWATCH_DATABASE_URL=database.create_database("outage"))
+        fault = {"type": "fault", "code": "sensor_fault"}
+        site.send("smoke-1", "event", fault)
+        wait_until(lambda: len(tickets_of(site)) == 1, timeout=10, what="the first ticket")
+
+        # The database goes away: the alarms still reach the duty officer at once ...
+        database.stop()
+        site.send("smoke-2", "event", fault)
+        site.send("smoke-9", "event", {"type": "tamper"})
+        site.stream.wait_for(change("raised", "device_fault", "smoke-2"), "smoke-2's fault")
+        site.stream.wait_for(change("raised", "tamper", "smoke-9"), "smoke-9's tamper")
+        # ... and their tickets follow when it is back.
+        database.start()
+        wait_until(lambda: len(tickets_of(site)) == 3, timeout=30, what="the missed tickets")
+
+        # Away again, and the service crashes before it could store the alert.
+        database.stop()
+        site.send("smoke-21", "event", fault, institution="inst-2")
+        site.stream.wait_for(change("raised", "device_fault", "smoke-21"), "smoke-21's fault")
+        site.stream.close()
+        site.service.kill()
+        database.start()
+        site.service.start()
+        site.stream = StreamReader(site.service)
+        wait_until(lambda: len(tickets_of(site)) == 4, timeout=30, what="the crashed one's")
+
+        # So many faults, so many tickets: one per device, each alert in exactly one ticket.
+        tickets = tickets_of(site)
+        assert sorted((t["device"], t["category"]) for t in tickets) == [
+            ("smoke-1", "device_fault"),
+            ("smoke-2", "device_fault"),
+            ("smoke-21", "device_fault"),
+            ("smoke-9", "tamper"),
+        ]
+        alert_ids = [a for t in tickets for a in t["alert_ids"]]
+        assert len(alert_ids) == len(set(alert_ids)) == 4
+        alerts = site.service.alerts()
+        assert sorted(a["id"] for a in alerts) == sorted(alert_ids), "no alert twice"
+        wait_until(
+            lambda: all(a["ticket_id"] for a in site.service.alerts()),
+            timeout=15,
+            what="every alert to show its ticket",
+        )
+        assert all(t["occurrences"] == 1 for t in tickets)
+    finally:
+        database.cleanup()

@@ -330,3 +330,70 @@ def test_a_closed_sensor_ticket_frees_its_device_for_the_next_one(desk: Desk) ->
     closed = desk.tickets(statuses=["closed"])
     (opened,) = desk.tickets(statuses=["open"])
     assert closed[0].alert_ids == [alert.id] and opened.alert_ids == [again.id]
+
+
+# --- catching up with missed alert changes --------------------------------------------------
+
+
+def test_an_alert_whose_change_was_missed_gets_its_ticket_when_the_ledger_catches_up(
+    desk: Desk,
+) -> None:
+    missed = desk.alert(AlertKind.DEVICE_FAULT, code="sensor_fault")
+    desk.states[missed.id] = missed.state  # stored by the alerts, never handled by the ledger
+    smoke = desk.alert(AlertKind.SMOKE_ALARM, device="smoke-9")  # no rule: no ticket
+    assert desk.ledger.reconcile([missed, smoke]) == 1
+    ticket = desk.one()
+    assert ticket.alert_ids == [missed.id] and ticket.category == "device_fault"
+    assert desk.ledger.reconcile([missed, smoke]) == 0, "idempotent"
+    desk.tell(missed)  # the change arrives after all: nothing twice
+    assert desk.one().occurrences == 1 and len(desk.changes) == 1
+
+
+def test_a_missed_offline_alert_waits_out_its_delay_from_when_it_was_raised(desk: Desk) -> None:
+    missed = desk.alert(AlertKind.DEVICE_OFFLINE)
+    desk.states[missed.id] = missed.state
+    desk.clock.advance(20 * 60)
+    assert desk.ledger.reconcile([missed]) == 1  # a trigger, due 30 min after raising
+    desk.clock.advance(9 * 60)
+    desk.ledger.tick()
+    assert desk.tickets() == []
+    desk.clock.advance(60)
+    desk.ledger.tick()
+    assert desk.one().alert_ids == [missed.id]
+
+
+def test_a_trigger_whose_clearing_was_missed_is_dropped(desk: Desk) -> None:
+    alert = desk.tell(desk.alert(AlertKind.DEVICE_OFFLINE))
+    desk.states[alert.id] = AlertState.CLEARED  # back online; the change was missed
+    assert desk.ledger.reconcile([]) == 1
+    desk.clock.advance(31 * 60)
+    desk.ledger.tick()
+    assert desk.tickets() == []
+
+
+def test_a_missed_clearing_walks_the_untouched_ticket_as_the_clearing_would(
+    tmp_path: Path,
+) -> None:
+    told, missed = Desk(tmp_path, db="told"), Desk(tmp_path, db="missed")
+    for desk in (told, missed):
+        alert = desk.tell(desk.alert(AlertKind.LOW_BATTERY, severity=Severity.MINOR))
+        desk.clock.advance(3600)
+        if desk is told:
+            desk.clear(alert)
+        else:
+            desk.states[alert.id] = AlertState.CLEARED
+            assert desk.ledger.reconcile([]) == 1
+            assert desk.ledger.reconcile([]) == 0, "done once"
+    assert missed.trail(missed.one()) == told.trail(told.one())
+    assert missed.one().status is S.CLOSED
+
+
+def test_catching_up_changes_nothing_without_evidence(desk: Desk) -> None:
+    fault = desk.tell(desk.alert(AlertKind.DEVICE_FAULT))
+    kept = desk.tell(desk.alert(AlertKind.FIRE_CONFIRMED, device="smoke-2"))
+    desk.states[kept.id] = AlertState.CLEARED
+    desk.clear(kept)  # recorded: `keep` leaves the ticket open with the clearing noted
+    del desk.states[fault.id]  # the alert is not known: no evidence that it cleared
+    before = {t.id: desk.trail(t) for t in desk.tickets()}
+    assert desk.ledger.reconcile([]) == 0
+    assert {t.id: desk.trail(t) for t in desk.tickets()} == before
