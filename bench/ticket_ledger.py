@@ -422,8 +422,8 @@ def measure(url: str, args: argparse.Namespace, end: datetime) -> None:
             "overdue",
             TicketQuery(overdue_at=end),
             0,
-            "WHERE status != ? AND due_at < ?",
-            (TicketStatus.CLOSED.value, end),
+            f"WHERE status IN ({status_marks}) AND due_at < ?",
+            (*open_statuses, end),
         ),
     ]
     print(f"{'list query (page of 100 + count)':56} {'hazardwatch':>12} {'bare driver':>12}")

@@ -14,6 +14,8 @@ from core.errors import NotFoundError
 from tickets.models import Ticket, TicketChange, TicketEvent, TicketSource, TicketStatus
 from tickets.tables import ticket_alerts, ticket_events, ticket_triggers, tickets
 
+# "Not closed" spelled as the open statuses: an index on (status, due_at) serves IN, not !=.
+OPEN_STATUSES = [s.value for s in TicketStatus if s is not TicketStatus.CLOSED]
 _COLUMNS = [c.name for c in tickets.columns if c.name != "open_key"]
 
 
@@ -242,7 +244,7 @@ class TicketStore:
         statement = (
             select(tickets)
             .where(
-                tickets.c.status != TicketStatus.CLOSED.value,
+                tickets.c.status.in_(OPEN_STATUSES),
                 tickets.c.due_at < now,
                 tickets.c.escalation_level < below_level,
             )
@@ -300,7 +302,7 @@ class TicketStore:
         if query.found_before is not None:
             where.append(c.found_at < query.found_before)
         if query.overdue_at is not None:
-            where.append(and_(c.status != TicketStatus.CLOSED.value, c.due_at < query.overdue_at))
+            where.append(and_(c.status.in_(OPEN_STATUSES), c.due_at < query.overdue_at))
         return where
 
     def _alert_ids(self, connection: Connection, ids: Sequence[str]) -> dict[str, list[str]]:
