@@ -358,7 +358,7 @@ def raw_ledger(connection: Any, month: Month) -> list[tuple[Any, ...]]:
 def raw_page(connection: Any, where: str, params: tuple[Any, ...], offset: int) -> int:
     """Baseline: a page of 100 and the count, bare SQL."""
     page = f"SELECT * FROM tickets {where} ORDER BY found_at DESC, id DESC"
-    _bare(connection, f"{page} LIMIT {PAGE} OFFSET {offset}", params)
+    _bare(connection, f"{page} LIMIT ? OFFSET ?", (*params, PAGE, offset))  # as SQLAlchemy
     return int(_bare(connection, f"SELECT count(*) FROM tickets {where}", params)[0][0])
 
 
