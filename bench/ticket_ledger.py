@@ -337,20 +337,26 @@ def _bare(connection: Any, sql: str, params: tuple[Any, ...]) -> list[tuple[Any,
 
 
 def raw_ledger(connection: Any, month: Month) -> list[tuple[Any, ...]]:
-    """Baseline: the ledger's rows and each one's last step before the month's end, bare SQL."""
-    in_month = "found_at < ? AND (closed_at IS NULL OR closed_at >= ?)"
+    """Baseline: the ledger's rows and each one's last step before the month's end, bare SQL
+    (the same three index ranges as `Reports`)."""
+    in_month = (
+        "SELECT {cols} FROM tickets WHERE found_at >= ? AND found_at < ?"
+        " UNION ALL SELECT {cols} FROM tickets WHERE found_at < ? AND closed_at IS NULL"
+        " UNION ALL SELECT {cols} FROM tickets WHERE found_at < ? AND closed_at >= ?"
+    )
+    params = (month.start, month.end, month.start, month.start, month.start)
     rows = _bare(
         connection,
-        f"SELECT * FROM tickets WHERE {in_month} ORDER BY found_at, id",
-        (month.end, month.start),
+        f"SELECT * FROM ({in_month.format(cols='*')}) AS m ORDER BY found_at, id",
+        params,
     )
     _bare(
         connection,
         "SELECT e.ticket_id, e.status FROM ticket_events e JOIN ("
         " SELECT ticket_id, max(id) AS id FROM ticket_events WHERE at < ? AND ticket_id IN ("
-        f"  SELECT id FROM tickets WHERE {in_month}) GROUP BY ticket_id"
+        f"  {in_month.format(cols='id')}) GROUP BY ticket_id"
         ") last ON last.id = e.id",
-        (month.end, month.end, month.start),
+        (month.end, *params),
     )
     return rows
 

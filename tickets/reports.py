@@ -27,7 +27,7 @@ from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
-from sqlalchemy import Engine, and_, func, or_, select
+from sqlalchemy import Engine, Subquery, and_, func, or_, select, union_all
 
 from tickets.models import TicketSource, TicketStatus
 from tickets.tables import ticket_events, tickets
@@ -180,11 +180,9 @@ class Reports:
         self, month: Month, lang: Lang = "zh", institutions: Sequence[str] | None = None
     ) -> Table:
         """The list (清单): every ticket the month had to deal with, status at its end."""
-        c = tickets.c
-        where = [c.found_at < month.end, or_(c.closed_at.is_(None), c.closed_at >= month.start)]
-        if institutions is not None:
-            where.append(c.institution.in_(list(institutions)))
-        query = select(tickets).where(*where).order_by(c.found_at, c.id)
+        # Found in the month, or found before it and not closed before it began.
+        rows_of = _month_rows(month, month.start, institutions, list(tickets.c))
+        query = select(rows_of).order_by(rows_of.c.found_at, rows_of.c.id)
         headers = [_pick((zh, en), lang) for _, zh, en in LEDGER_COLUMNS]
         title = f"重大事故隐患清单 {month}" if lang == "zh" else f"Hazard ledger {month}"
         table = Table(title, headers)
@@ -220,26 +218,21 @@ class Reports:
         self, month: Month, lang: Lang = "zh", institutions: Sequence[str] | None = None
     ) -> Table:
         """The dispatch table (调度表): per institution, subtotals per town, a total."""
-        c = tickets.c
+        # Found in the month, or found before it and still open at its end; nothing else counts.
+        t = tickets.c
+        columns = [t.institution, t.found_at, t.major_hazard, t.closed_at, t.due_at]
+        c = _month_rows(month, month.end, institutions, columns).c
         closed_by_end = and_(c.closed_at.is_not(None), c.closed_at < month.end)
-        found_now = and_(c.found_at >= month.start, c.found_at < month.end)
-        open_at_end = and_(
-            c.found_at < month.end, or_(c.closed_at.is_(None), c.closed_at >= month.end)
-        )
-        counts = (
-            select(
-                c.institution,
-                func.count().filter(found_now).label("found"),
-                func.count().filter(and_(found_now, c.major_hazard.is_(True))).label("major"),
-                func.count().filter(and_(found_now, closed_by_end)).label("rectified"),
-                func.count().filter(open_at_end).label("open"),
-                func.count().filter(and_(open_at_end, c.due_at < month.end)).label("overdue"),
-            )
-            .where(c.found_at < month.end)
-            .group_by(c.institution)
-        )
-        if institutions is not None:
-            counts = counts.where(c.institution.in_(list(institutions)))
+        found_now = c.found_at >= month.start
+        open_at_end = or_(c.closed_at.is_(None), c.closed_at >= month.end)
+        counts = select(
+            c.institution,
+            func.count().filter(found_now).label("found"),
+            func.count().filter(and_(found_now, c.major_hazard.is_(True))).label("major"),
+            func.count().filter(and_(found_now, closed_by_end)).label("rectified"),
+            func.count().filter(open_at_end).label("open"),
+            func.count().filter(and_(open_at_end, c.due_at < month.end)).label("overdue"),
+        ).group_by(c.institution)
         with self._engine.connect() as connection:
             found = {r["institution"]: r for r in connection.execute(counts).mappings()}
         ids = set(found) | (set(institutions) if institutions is not None else set(self._names))
@@ -283,6 +276,28 @@ class Reports:
             for ticket_id, status in connection.execute(query):
                 found[ticket_id] = TicketStatus(status)
         return found
+
+
+def _month_rows(
+    month: Month,
+    open_since: datetime,
+    institutions: Sequence[str] | None,
+    columns: list[Any],
+) -> Subquery:
+    """Tickets found in the month, and those found before it and not closed before
+    `open_since`, as a union of three index ranges (found_at; closed_at NULL; closed_at from
+    `open_since`): an OR of them made SQLite read every older ticket (1.9 s at 1,000,000).
+    """
+    c = tickets.c
+    parts = [
+        and_(c.found_at >= month.start, c.found_at < month.end),
+        and_(c.found_at < month.start, c.closed_at.is_(None)),
+        and_(c.found_at < month.start, c.closed_at >= open_since),
+    ]
+    if institutions is not None:
+        mine = c.institution.in_(list(institutions))
+        parts = [and_(part, mine) for part in parts]
+    return union_all(*(select(*columns).where(part) for part in parts)).subquery("month_rows")
 
 
 def _rate(figures: list[int]) -> str:

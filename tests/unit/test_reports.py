@@ -170,3 +170,21 @@ def test_csv_and_xlsx_carry_the_same_cells(reports: tuple[Reports, dict[str, str
     assert values[0] == table.headers
     assert values[1:] == [[None if c == "" else c for c in row] for row in table.rows]
     assert sheet.title == "隐患整治进展调度表 2026-11" and sheet.freeze_panes == "A2"
+
+
+def test_a_month_carries_the_older_open_tickets_and_those_closed_within_it(
+    reports: tuple[Reports, dict[str, str]],
+) -> None:
+    report, ids = reports
+    december = Month.parse("2026-12")
+    ledger = report.ledger(december)
+    # T2 still open from November, T4 closed in December, T7 found then; T1, T3, T5 closed before.
+    assert [(r[13], r[11]) for r in ledger.rows] == [
+        (ids["T2"], "待处理"),
+        (ids["T4"], "已销号"),
+        (ids["T7"], "待处理"),
+    ]
+    total = report.dispatch(december).rows[-1]
+    # Found: T7; open at the end: T2 and T7, both past their deadlines by then.
+    assert total == ["合计", "", 1, 0, 0, 2, 2, "0.0%"]
+    assert report.dispatch(december, institutions=["inst-2"]).rows[-1][2:7] == [0, 0, 0, 0, 0]
