@@ -29,7 +29,7 @@ from tickets.models import (
     TicketStatus,
 )
 from tickets.policy import Policy, Rule
-from tickets.store import DuplicateTicketError, TicketStore, Trigger
+from tickets.store import DuplicateTicketError, TicketQuery, TicketStore, Trigger
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,10 @@ class Ledger:
             for alert_id in self.store.trigger_ids() - holding:
                 if self._alert_state(alert_id) not in _HOLDS:
                     done += self.store.drop_trigger(alert_id)
-            for ticket in self.store.untouched_sensor_tickets():
+            untouched = TicketQuery(
+                statuses=[s.value for s in _UNTOUCHED], sources=[TicketSource.SENSOR.value]
+            )
+            for ticket in self.store.search(untouched, limit=None):
                 if any(a in holding for a in ticket.alert_ids) or not ticket.alert_ids:
                     continue
                 states = [self._alert_state(a) for a in ticket.alert_ids]

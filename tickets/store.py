@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Engine, RowMapping, and_, delete, func, inser
 from sqlalchemy.exc import IntegrityError
 
 from core.errors import NotFoundError
-from tickets.models import Ticket, TicketChange, TicketEvent, TicketSource, TicketStatus
+from tickets.models import Ticket, TicketChange, TicketEvent, TicketStatus
 from tickets.tables import ticket_alerts, ticket_events, ticket_triggers, tickets
 
 # "Not closed" spelled as the open statuses: an index on (status, due_at) serves IN, not !=.
@@ -219,8 +219,8 @@ class TicketStore:
             TicketEvent.model_validate({k: r[k] for k in TicketEvent.model_fields}) for r in rows
         ]
 
-    def search(self, query: TicketQuery, limit: int = 100, offset: int = 0) -> list[Ticket]:
-        """Tickets matching, newest found first."""
+    def search(self, query: TicketQuery, limit: int | None = 100, offset: int = 0) -> list[Ticket]:
+        """Tickets matching, newest found first; `limit` None: all of them."""
         statement = (
             select(tickets)
             .where(*self._filters(query))
@@ -272,17 +272,6 @@ class TicketStore:
         """The alerts waiting to open a ticket."""
         with self.engine.connect() as connection:
             return set(connection.execute(select(ticket_triggers.c.alert_id)).scalars())
-
-    def untouched_sensor_tickets(self) -> list[Ticket]:
-        """Sensor tickets nobody has worked on yet (open or assigned)."""
-        statement = select(tickets).where(
-            tickets.c.source == TicketSource.SENSOR.value,
-            tickets.c.status.in_([TicketStatus.OPEN.value, TicketStatus.ASSIGNED.value]),
-        )
-        with self.engine.connect() as connection:
-            rows = connection.execute(statement).mappings().all()
-            ids = self._alert_ids(connection, [r["id"] for r in rows])
-        return [_ticket(r, ids[r["id"]]) for r in rows]
 
     def _filters(self, query: TicketQuery) -> list[Any]:
         c = tickets.c
