@@ -15,7 +15,8 @@ and the group commit runs between two turns of it.
 
 Talks to its parent over its standard streams: a JSON configuration line on stdin, and
 status lines on stdout (`lsn N K`: records up to LSN N are durable, the last group was K;
-`up` / `down`: the broker connection).
+`up` / `down`: the broker connection; `fault REASON`: a group could not be made durable, so
+it was not acknowledged).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -41,8 +42,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from core.journal import Journal
 from core.logs import setup_logging
-from ingest.spool import Spool
+from core.models import MAX_PAYLOAD_BYTES
+from core.retry import Backoff
 
 log = logging.getLogger("ingest.edge")
 
@@ -67,23 +70,50 @@ PR_SET_PDEATHSIG = 1
 
 # received at (ms since the epoch), flags, length of the topic in bytes; then topic, payload
 RAW_HEADER = struct.Struct("<QBH")
-RETAINED, DUP = 1, 2
+RETAINED, DUP, TRUNCATED = 1, 2, 4
+# A truncated payload is preceded by its full size.
+RAW_SIZE = struct.Struct("<I")
+# Payloads over the contract's 16 KiB are dead letters anyway: only their start is kept, one
+# byte over the limit so that the parser refuses them, and their size. A broker lets through
+# up to 256 MiB unless told otherwise; none of it needs to reach the disk.
+MAX_RAW_PAYLOAD = MAX_PAYLOAD_BYTES + 1
+
+
+class RawRecord(NamedTuple):
+    """A raw spool record, decoded."""
+
+    received_ms: int
+    retained: bool
+    dup: bool
+    topic: bytes
+    payload: bytes
+    size: int  # of the payload as it arrived (more than len(payload) when truncated)
 
 
 def encode_raw(
     received_ms: int, retained: bool, dup: bool, topic: bytes, payload: bytes | bytearray
 ) -> bytes:
-    """A raw spool record: the message exactly as it arrived, and when."""
+    """A raw spool record: the message as it arrived (the start of an oversized one), and when."""
     flags = (RETAINED if retained else 0) | (DUP if dup else 0)
+    if len(payload) > MAX_RAW_PAYLOAD:
+        header = RAW_HEADER.pack(received_ms, flags | TRUNCATED, len(topic))
+        return b"".join((header, topic, RAW_SIZE.pack(len(payload)), payload[:MAX_RAW_PAYLOAD]))
     return b"".join((RAW_HEADER.pack(received_ms, flags, len(topic)), topic, payload))
 
 
-def decode_raw(body: bytes) -> tuple[int, bool, bool, bytes, bytes]:
-    """(received_ms, retained, dup, topic, payload) of a raw record."""
+def decode_raw(body: bytes) -> RawRecord:
+    """The inverse of `encode_raw`."""
     received_ms, flags, topic_len = RAW_HEADER.unpack_from(body)
     start = RAW_HEADER.size
     topic = body[start : start + topic_len]
-    return received_ms, bool(flags & RETAINED), bool(flags & DUP), topic, body[start + topic_len :]
+    start += topic_len
+    if flags & TRUNCATED:
+        (size,) = RAW_SIZE.unpack_from(body, start)
+        payload = body[start + RAW_SIZE.size :]
+    else:
+        payload = body[start:]
+        size = len(payload)
+    return RawRecord(received_ms, bool(flags & RETAINED), bool(flags & DUP), topic, payload, size)
 
 
 class _BufferedSocket:
@@ -145,6 +175,7 @@ class EdgeConfig:
     group_records: int = GROUP_RECORDS
     linger_s: float = LINGER_S
     log_level: str = "INFO"
+    spool_max_bytes: int | None = None
     parent_pid: int = field(default_factory=os.getpid)
 
     def to_json(self) -> str:
@@ -170,7 +201,9 @@ class Edge:
     def __init__(self, config: EdgeConfig, status: int = 1) -> None:
         self.config = config
         self._status = status
-        self._spool = Spool(Path(config.spool_dir), track_lag=False)
+        self._spool = Journal(
+            Path(config.spool_dir), track_lag=False, max_bytes=config.spool_max_bytes
+        )
         self._records: list[bytes] = []
         self._mids: list[int] = []
         self._first_at = 0.0
@@ -217,7 +250,7 @@ class Edge:
             clean_start=False,
             properties=properties,
         )
-        backoff, connected = RECONNECT_MIN_S, False
+        backoff, connected = Backoff(first=RECONNECT_MIN_S, most=RECONNECT_MAX_S), False
         while not self._stopping and self._parent_alive():
             if not connected:
                 try:
@@ -225,8 +258,7 @@ class Edge:
                     connected = True
                 except OSError as exc:
                     log.warning("broker %s:%d: %s", self.config.host, self.config.port, exc)
-                    self._sleep(backoff)
-                    backoff = min(backoff * 2, RECONNECT_MAX_S)
+                    self._sleep(backoff.next())
                     continue
             before = len(self._records)
             rc = client.loop(timeout=self._timeout())
@@ -237,10 +269,9 @@ class Edge:
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 connected = False
                 self._lost(rc)
-                self._sleep(backoff)
-                backoff = min(backoff * 2, RECONNECT_MAX_S)
+                self._sleep(backoff.next())
             elif client.is_connected():
-                backoff = RECONNECT_MIN_S
+                backoff.reset()
         self._commit()
         if connected:
             client.disconnect()
@@ -273,9 +304,11 @@ class Edge:
         self._records, self._mids = [], []
         try:
             lsn = self._spool.append(records)
-        except OSError:
-            # Nothing is acknowledged; the broker sends it all again on the next connection.
-            log.exception("cannot write the raw spool; dropping the connection")
+        except OSError as exc:
+            # Nothing is acknowledged; the broker sends it all again on the next connection,
+            # after a back-off (run's reconnect), so a full disk is not a busy loop.
+            log.error("cannot write the raw spool: %s; dropping the connection", exc)
+            self._say(f"fault {exc}".replace("\n", " "))
             self._client.disconnect()
             return
         for mid in mids:

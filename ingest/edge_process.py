@@ -17,10 +17,11 @@ import threading
 import time
 from pathlib import Path
 
+from core.journal import SUFFIX, list_segments, segment_name
+from core.retry import Backoff
 from core.settings import MqttEndpoint
 from ingest.edge import RECEIVE_MAXIMUM, EdgeConfig
 from ingest.metrics import IngestMetrics
-from ingest.spool import SUFFIX, _segment_name, list_segments
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class EdgeProcess:
         self._process: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
         self.restarts = 0
+        self.fault: str | None = None  # why the edge cannot make messages durable, if it cannot
 
     # -- the raw spool, as readers see it ------------------------------------------------
 
@@ -90,7 +92,7 @@ class EdgeProcess:
         for first, following in itertools.pairwise(segments):
             if following - 1 > lsn:
                 break
-            (self.directory / _segment_name(first)).unlink(missing_ok=True)
+            (self.directory / segment_name(first)).unlink(missing_ok=True)
 
     def size_bytes(self) -> int:
         """Bytes of the raw spool on disk."""
@@ -130,7 +132,7 @@ class EdgeProcess:
 
     def _supervise(self) -> None:
         """Start the edge, relay its status, start it again after a crash (with back-off)."""
-        backoff = RESTART_MIN_S
+        backoff = Backoff(first=RESTART_MIN_S, most=RESTART_MAX_S)
         while not self._stopping.is_set():
             started = time.monotonic()
             code = self._run_once()
@@ -139,11 +141,11 @@ class EdgeProcess:
                 return
             self.restarts += 1
             if time.monotonic() - started > 60:
-                backoff = RESTART_MIN_S
-            log.error("edge process exited with %s; starting it again in %.1f s", code, backoff)
-            if self._stopping.wait(backoff):
+                backoff.reset()
+            delay = backoff.next()
+            log.error("edge process exited with %s; starting it again in %.1f s", code, delay)
+            if self._stopping.wait(delay):
                 return
-            backoff = min(backoff * 2, RESTART_MAX_S)
 
     def _run_once(self) -> int | None:
         process = subprocess.Popen(
@@ -179,7 +181,10 @@ class EdgeProcess:
                     self._reported = True
                     self._changed.notify_all()
                 if int(group):
+                    self.fault = None
                     self._metrics.commit_batch.set(int(group))
+            case ["fault", *reason]:  # the raw spool refused a group: nothing was acknowledged
+                self.fault = " ".join(reason)
             case ["up"]:
                 self.connected.set()
             case ["down"]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Sequence
@@ -11,15 +10,16 @@ from collections.abc import Sequence
 import orjson
 
 from core.errors import StoreError
+from core.journal import Journal
 from core.models import MAX_PAYLOAD_BYTES
 from core.points import Point
 from core.ports import TimeSeriesSink
+from core.retry import Backoff
 from ingest.deadletters import DeadLetterStore
 from ingest.dedupe import digest
 from ingest.metrics import IngestMetrics
 from ingest.parser import Reason
 from ingest.records import DeadLetter, SpoolRecord, decode
-from ingest.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class Forwarder:
 
     def __init__(
         self,
-        spool: Spool,
+        spool: Journal,
         sink: TimeSeriesSink,
         dead_letters: DeadLetterStore,
         metrics: IngestMetrics,
@@ -116,7 +116,7 @@ class Forwarder:
         letters: list[tuple[int, DeadLetter]],
         records: list[SpoolRecord],
     ) -> bool:
-        backoff = self._backoff_min
+        backoff = Backoff(first=self._backoff_min, most=self._backoff_max)
         while True:
             try:
                 self._sink.write(points)
@@ -131,11 +131,10 @@ class Forwarder:
                         "the store failed while points went one by one", retryable=True
                     )
                 self.store_healthy = False
-                log.warning("store %s: %s; retrying in %.1f s", self._sink.name, exc, backoff)
-            # "Equal jitter" (AWS Architecture Blog, "Exponential Backoff and Jitter", 2015).
-            if self._stop.wait(random.uniform(backoff / 2, backoff)):
+                delay = backoff.next()
+                log.warning("store %s: %s; retrying in %.1f s", self._sink.name, exc, delay)
+            if self._stop.wait(delay):
                 return False
-            backoff = min(backoff * 2, self._backoff_max)
 
     def _write_one_by_one(
         self, records: Sequence[SpoolRecord], letters: list[tuple[int, DeadLetter]]

@@ -18,6 +18,7 @@ class RawMessage:
     retained: bool = False
     dup: bool = False
     lsn: int = 0  # its place in the raw spool: tells a re-read after a crash from new input
+    size: int | None = None  # of the payload as it arrived, if only its start was kept
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ class Reason:
     INSTITUTION_MISMATCH = "institution_mismatch"
     STORE_REJECTED = "store_rejected"
     INTERNAL_ERROR = "internal_error"  # a bug in hazardwatch; the message is kept
+    RECORD_TOO_LARGE = "record_too_large"  # a spool record its reader cannot take
 
 
 class _Bad(Exception):

@@ -52,7 +52,7 @@ def dead_letter_of(rejected: Rejected) -> DeadLetter:
         reason=rejected.reason,
         detail=rejected.detail,
         payload=raw.payload[:MAX_PAYLOAD_BYTES],
-        size=len(raw.payload),
+        size=raw.size if raw.size is not None else len(raw.payload),
         institution=rejected.institution,
         device=rejected.device,
     )

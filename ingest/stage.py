@@ -14,12 +14,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from core.journal import Journal, JournalReader
 from core.ports import TimeSeriesSink
 from core.registry.directory import DeviceDirectory
+from core.retry import Backoff
 from core.settings import MqttEndpoint
 from ingest.deadletters import DeadLetterStore
 from ingest.edge import RECEIVE_MAXIMUM, decode_raw
@@ -27,11 +29,10 @@ from ingest.edge_process import EdgeProcess
 from ingest.forwarder import Forwarder
 from ingest.messages import RawMessage
 from ingest.metrics import IngestMetrics
-from ingest.parser import DEFAULT_PREFIX, Parser
+from ingest.parser import DEFAULT_PREFIX, Parser, Reason
 from ingest.presence import Presence
-from ingest.receiver import Receiver
-from ingest.records import DeadLetter, SpoolRecord, decode
-from ingest.spool import Spool, SpoolReader
+from ingest.receiver import Outcome, Receiver
+from ingest.records import DeadLetter, SpoolRecord, decode, encode_dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ CLIENT_ID = "hazardwatch-ingest"
 # Redeliveries after a crash are the records at the spool's tail; this many are remembered.
 PRIME_RECORDS = 100_000
 DIGEST_BATCH = 2000
+RAW_KEY = "spool:raw"  # the dead-letter topic and key of raw records that could not be read
 # A stamp this far after its receive time was moved on by Receiver._restamp; further is the
 # device's own `ts`, which does not take part.
 RESTAMP_REACH_MS = 1000
@@ -61,7 +63,7 @@ class IngestStage:
         metrics: IngestMetrics | None = None,
     ) -> None:
         self.metrics = metrics or IngestMetrics()
-        self.spool = Spool(data_dir / "spool")
+        self.spool = Journal(data_dir / "spool")
         self.dead_letters = DeadLetterStore(data_dir / "deadletters.sqlite")
         self.sink = sink
         self.directory = directory
@@ -137,13 +139,17 @@ class IngestStage:
 
     def _digest_loop(self) -> None:
         """Turn durable raw records, in order, into points-spool records and dead letters."""
-        reader = SpoolReader(self.source, self.digested_lsn)
+        reader = JournalReader(self.source, self.digested_lsn)
         next_size_at = 0.0
         try:
             while not self._stop.is_set():
                 if not self.source.wait_beyond(reader.last_lsn, timeout=0.25):
                     continue
-                batch = reader.next_batch(DIGEST_BATCH)
+                batch: list[tuple[int, bytes | DeadLetter]] = []
+                batch.extend(reader.next_batch(DIGEST_BATCH))
+                if reader.oversized:  # skipped by the reader: dead letters in their place
+                    batch = sorted(self._oversized(reader.oversized) + batch, key=lambda r: r[0])
+                    reader.oversized.clear()
                 if batch:
                     self._digest(batch)
                     self.digested_lsn = batch[-1][0]
@@ -157,25 +163,27 @@ class IngestStage:
         finally:
             reader.close()
 
-    def _digest(self, batch: list[tuple[int, bytes]]) -> None:
+    def _oversized(self, found: list[tuple[int, int]]) -> list[tuple[int, bytes | DeadLetter]]:
+        """Raw records too large to read (an older edge wrote them): dead letters, in place."""
+        now_ms = time.time_ns() // 1_000_000
+        letters: list[tuple[int, bytes | DeadLetter]] = []
+        for raw_lsn, size in found:
+            detail = f"raw spool record {raw_lsn} of {size} bytes is too large to read"
+            log.warning("dead letter (%s): %s", Reason.RECORD_TOO_LARGE, detail)
+            self.metrics.dead_lettered.labels(Reason.RECORD_TOO_LARGE).inc()
+            letter = DeadLetter(now_ms, RAW_KEY, Reason.RECORD_TOO_LARGE, detail, b"", size)
+            letters.append((raw_lsn, letter))
+        return letters
+
+    def _digest(self, batch: Sequence[tuple[int, bytes | DeadLetter]]) -> None:
         bodies: list[bytes] = []
         letters: list[tuple[int, DeadLetter]] = []  # index in bodies, dead letter
         handle = self.receiver.handle
         for raw_lsn, body in batch:
-            received_ms, retained, dup, topic, payload = decode_raw(body)
-            try:
-                topic_text = topic.decode()
-            except UnicodeDecodeError:
-                topic_text = topic.decode("utf-8", "replace")
-            raw = RawMessage(
-                topic=topic_text,
-                payload=payload,
-                received_at=datetime.fromtimestamp(received_ms / 1000, UTC),
-                retained=retained,
-                dup=dup,
-                lsn=raw_lsn,
-            )
-            outcome = handle(raw, raw_lsn)
+            if isinstance(body, DeadLetter):
+                outcome: Outcome | None = (encode_dead_letter(RAW_KEY, 0, body, raw_lsn), body)
+            else:
+                outcome = handle(_raw_message(body, raw_lsn), raw_lsn)
             if outcome is None:
                 continue
             record, letter = outcome
@@ -194,16 +202,16 @@ class IngestStage:
         same records are written again, not the batch digested again. Meanwhile the raw
         spool holds everything and the edge keeps receiving.
         """
-        backoff = 0.5
+        backoff = Backoff(first=0.5, most=30.0)
         while True:
             try:
                 last = self.spool.append(bodies)
                 break
             except OSError as exc:
-                log.error("cannot write the points spool: %s; retrying in %.1f s", exc, backoff)
-                if self._stop.wait(backoff):
+                delay = backoff.next()
+                log.error("cannot write the points spool: %s; retrying in %.1f s", exc, delay)
+                if self._stop.wait(delay):
                     raise
-                backoff = min(backoff * 2, 30.0)
         if letters:
             # Listed at once, keyed by their points-spool LSN as the forwarder would key them
             # (it stores them again, idempotently): visible even while the store is down.
@@ -247,3 +255,21 @@ class IngestStage:
     def pending(self) -> int:
         """Records in the spool that the store has not taken yet."""
         return self.spool.committed_lsn - self.spool.checkpoint_lsn
+
+
+def _raw_message(body: bytes, raw_lsn: int) -> RawMessage:
+    """A raw spool record as the receive path takes it."""
+    record = decode_raw(body)
+    try:
+        topic = record.topic.decode()
+    except UnicodeDecodeError:
+        topic = record.topic.decode("utf-8", "replace")
+    return RawMessage(
+        topic=topic,
+        payload=record.payload,
+        received_at=datetime.fromtimestamp(record.received_ms / 1000, UTC),
+        retained=record.retained,
+        dup=record.dup,
+        lsn=raw_lsn,
+        size=record.size if record.size != len(record.payload) else None,
+    )

@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.reasoncodes import ReasonCode
 
 from core.errors import ConfigError
+from core.retry import Backoff
 from simulators.payloads import Outgoing
 
 log = logging.getLogger("hazardwatch.simulators.mqtt")
@@ -77,14 +78,6 @@ class ConnectError(Exception):
         super().__init__(f"{client_id}: {reason}")
         self.client_id = client_id
         self.reason = reason
-
-
-def backoff_delay(
-    attempt: int, rng: random.Random, *, base: float = 0.5, cap: float = 30.0
-) -> float:
-    """Exponential back-off with jitter: half fixed, half random, so clients spread out."""
-    ceiling = min(cap, base * 2.0 ** min(attempt, 16))
-    return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
 def _consume_outcome(future: asyncio.Future[MQTTErrorCode]) -> None:
@@ -215,7 +208,7 @@ class Connection:
 
     async def run(self) -> None:
         """Connect, and reconnect with back-off whenever the link drops, until `close`."""
-        attempt = 0
+        backoff = Backoff(first=0.5, most=30.0, rng=self._jitter)
         while not self._closing.is_set():
             if not self._awake.is_set():
                 await self._wait_any(self._awake, self._closing, seconds=60.0)
@@ -223,8 +216,7 @@ class Connection:
             try:
                 await self._connect()
             except (ConnectError, OSError, TimeoutError) as exc:
-                delay = backoff_delay(attempt, self._jitter)
-                attempt += 1
+                delay = backoff.next()
                 log.warning(
                     "connect failed client=%s broker=%s: %s; retry in %.1fs",
                     self.client_id,
@@ -234,13 +226,13 @@ class Connection:
                 )
                 await self._pause(delay)
                 continue
-            attempt = 0
+            backoff.reset()
             if self.on_connected is not None:
                 self.on_connected(self)
             await self._stay_connected()
             if self._awake.is_set() and not self._closing.is_set():
                 log.warning("connection lost client=%s broker=%s", self.client_id, self.broker)
-                await self._pause(backoff_delay(0, self._jitter))
+                await self._pause(Backoff(first=0.5, rng=self._jitter).next())
         await self._disconnect()
 
     async def _connect(self) -> None:

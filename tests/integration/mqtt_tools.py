@@ -74,6 +74,9 @@ class Publisher:
         """Disconnect."""
         self._client.disconnect()
         self._client.loop_stop()
+        # The callback refers back to us: without it the client is no longer in a cycle and
+        # closes its sockets when dropped, not whenever the collector finds it.
+        self._client.on_publish = None
 
 
 class Stream:

@@ -193,3 +193,30 @@ def test_1000_malformed_messages_become_1000_dead_letters_while_good_ones_flow(
     for _, letter in stage.dead_letters.list(reason=Reason.OVERSIZED, limit=1):
         assert letter.size > 16_384 and len(letter.payload) == 16_384, "payload cut at 16 KiB"
     assert stage.metrics.total("hazardwatch_messages_dead_lettered_total") == 1000
+
+
+def test_a_5_mib_payload_is_a_dead_letter_with_its_size_and_never_reaches_the_disk(
+    stage_factory: StageFactory,
+    mosquitto: Mosquitto,
+    influxdb: InfluxDB1,
+    influx_db: str,
+    mqtt_topic_prefix: str,
+) -> None:
+    stage = stage_factory(mosquitto)
+    publisher = Publisher(mosquitto.url)
+    good = _reading(mqtt_topic_prefix, devices=2)
+    huge = b'{"seq": 1, "detail": "' + b"x" * (5 << 20) + b'"}'
+    publisher.publish(*good(0))
+    publisher.publish(f"{mqtt_topic_prefix}/inst-1/dev-9/event", huge)
+    publisher.publish(*good(1))
+    publisher.wait_all_acked()
+    publisher.close()
+    wait_until(lambda: stage.spool.committed_lsn == 3 and stage.pending == 0, timeout=30)
+    ((_, letter),) = stage.dead_letters.list()
+    assert (letter.reason, letter.size, len(letter.payload)) == (
+        Reason.OVERSIZED,
+        len(huge),
+        16_384,
+    )
+    assert stage.source.size_bytes() < 1 << 20, "only the start of the payload was spooled"
+    _assert_exactly_once(influxdb.points("reading", influx_db), 2)

@@ -11,12 +11,12 @@ import orjson
 import pytest
 
 from core.errors import StoreError
+from core.journal import Journal
 from core.points import Point
 from ingest.deadletters import DeadLetterStore
 from ingest.forwarder import Forwarder
 from ingest.metrics import IngestMetrics
 from ingest.records import DeadLetter, encode_dead_letter, encode_points
-from ingest.spool import Spool
 
 
 class FlakySink:
@@ -61,7 +61,7 @@ def _point(i: int) -> Point:
 RECEIVED_MS = 1_795_000_000_000
 
 
-def _spool_points(spool: Spool, start: int, count: int) -> None:
+def _spool_points(spool: Journal, start: int, count: int) -> None:
     spool.append(
         [
             encode_points(f"d{i % 7}", i, RECEIVED_MS + i, [_point(i)])
@@ -78,16 +78,16 @@ def _wait(condition: object, timeout: float = 10.0) -> None:
 
 
 @pytest.fixture
-def parts(tmp_path: Path) -> tuple[Spool, FlakySink, DeadLetterStore, IngestMetrics]:
+def parts(tmp_path: Path) -> tuple[Journal, FlakySink, DeadLetterStore, IngestMetrics]:
     return (
-        Spool(tmp_path / "spool"),
+        Journal(tmp_path / "spool"),
         FlakySink(),
         DeadLetterStore(tmp_path / "dl.sqlite"),
         IngestMetrics(),
     )
 
 
-def _forwarder(parts: tuple[Spool, FlakySink, DeadLetterStore, IngestMetrics]) -> Forwarder:
+def _forwarder(parts: tuple[Journal, FlakySink, DeadLetterStore, IngestMetrics]) -> Forwarder:
     spool, sink, dead, metrics = parts
     return Forwarder(
         spool, sink, dead, metrics, batch_records=100, linger_s=0.01, backoff_s=(0.01, 0.05)
@@ -95,7 +95,7 @@ def _forwarder(parts: tuple[Spool, FlakySink, DeadLetterStore, IngestMetrics]) -
 
 
 def test_everything_spooled_reaches_the_store_once_and_in_order(
-    parts: tuple[Spool, FlakySink, DeadLetterStore, IngestMetrics],
+    parts: tuple[Journal, FlakySink, DeadLetterStore, IngestMetrics],
 ) -> None:
     spool, sink, _, metrics = parts
     forwarder = _forwarder(parts)
@@ -109,7 +109,7 @@ def test_everything_spooled_reaches_the_store_once_and_in_order(
 
 
 def test_an_outage_fills_the_spool_and_drains_it_when_the_store_returns(
-    parts: tuple[Spool, FlakySink, DeadLetterStore, IngestMetrics],
+    parts: tuple[Journal, FlakySink, DeadLetterStore, IngestMetrics],
 ) -> None:
     spool, sink, _, metrics = parts
     forwarder = _forwarder(parts)
@@ -131,7 +131,7 @@ def test_an_outage_fills_the_spool_and_drains_it_when_the_store_returns(
 
 
 def test_a_restart_resumes_from_the_checkpoint(
-    parts: tuple[Spool, FlakySink, DeadLetterStore, IngestMetrics], tmp_path: Path
+    parts: tuple[Journal, FlakySink, DeadLetterStore, IngestMetrics], tmp_path: Path
 ) -> None:
     spool, sink, dead, metrics = parts
     sink.down.set()
@@ -141,7 +141,7 @@ def test_a_restart_resumes_from_the_checkpoint(
     _wait(lambda: sink.failures >= 2)
     first.stop(drain_timeout=0.1)
     spool.close()
-    reopened = Spool(tmp_path / "spool")
+    reopened = Journal(tmp_path / "spool")
     assert reopened.committed_lsn == 500 and reopened.checkpoint_lsn == 0
     sink.down.clear()
     second = Forwarder(reopened, sink, dead, metrics, batch_records=100, linger_s=0.01)
@@ -152,7 +152,7 @@ def test_a_restart_resumes_from_the_checkpoint(
 
 
 def test_points_the_store_refuses_become_dead_letters_and_the_rest_is_stored(
-    parts: tuple[Spool, FlakySink, DeadLetterStore, IngestMetrics],
+    parts: tuple[Journal, FlakySink, DeadLetterStore, IngestMetrics],
 ) -> None:
     spool, sink, dead, _ = parts
     sink.refuse_time_ms = {1_763_798_400_000 + 42}
@@ -171,7 +171,7 @@ def test_points_the_store_refuses_become_dead_letters_and_the_rest_is_stored(
 
 
 def test_a_store_that_goes_away_during_the_one_by_one_pass_dead_letters_nothing(
-    parts: tuple[Spool, FlakySink, DeadLetterStore, IngestMetrics],
+    parts: tuple[Journal, FlakySink, DeadLetterStore, IngestMetrics],
 ) -> None:
     spool, sink, dead, metrics = parts
     sink.refuse_time_ms = {1_763_798_400_000 + 42}
@@ -192,7 +192,7 @@ def test_a_store_that_goes_away_during_the_one_by_one_pass_dead_letters_nothing(
 
 
 def test_dead_letters_are_stored_once_even_when_replayed(
-    parts: tuple[Spool, FlakySink, DeadLetterStore, IngestMetrics],
+    parts: tuple[Journal, FlakySink, DeadLetterStore, IngestMetrics],
 ) -> None:
     spool, _, dead, _ = parts
     letter = DeadLetter(
