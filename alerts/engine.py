@@ -1,8 +1,8 @@
 """The alert engine: rules per device, one open alert per (device, kind), the lifecycle.
 
 Messages come in from the digester thread, in order per device; silence and escalation from
-the engine's timer thread; acknowledgements from the API. One lock orders them all. Changes go
-to the writer (alerts/writer.py), which stores them and tells the stream and the outbox.
+the alert clock; acknowledgements from the API. One lock orders them all. Changes go to the
+journal (alerts/journal.py), which puts them on the event log for everyone else.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from alerts.events import Change
 from alerts.offline import OfflineWatch
 from alerts.rules import (
     BATTERY,
@@ -55,19 +56,26 @@ _ON_BOARD = (AlertState.ACTIVE, AlertState.ACKNOWLEDGED)  # the condition holds
 _DAY = timedelta(hours=24)
 _ESCALATION_CHECK = timedelta(seconds=1)
 
-Change = tuple[str, AlertChange]  # the subject (device, or zone) and the change
-
 
 class ChangeWriter(Protocol):
-    """Where the engine's changes go, in order."""
+    """Where the engine's changes go, in order (alerts/journal.py)."""
 
-    def submit(self, changes: list[Change], lsn: int | None) -> int:
-        """Queue changes; return a ticket to wait for."""
+    def submit(self, changes: list[Change], lsn: int | None) -> None:
+        """Take changes, in order; `lsn`: the message that caused them."""
         ...
 
-    def wait(self, ticket: int, timeout: float) -> bool:
-        """Block until the changes of `ticket` are stored."""
+    def flush(self) -> int:
+        """Make everything taken durable; raises OSError when it cannot."""
         ...
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """What the engine starts from: the alerts on the board, as stored and logged."""
+
+    open_alerts: list[tuple[str, Alert]] = field(default_factory=list)  # with their subjects
+    checkpoint_lsn: int = 0  # messages up to here were evaluated and their changes logged
+    unconfirmed_clears: list[tuple[str, datetime]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,19 +125,27 @@ class AlertEngine:
 
     # ------------------------------------------------------------------ start-up
 
-    def load(self, snapshot: Path | None = None, seen: Iterable[tuple[str, float]] = ()) -> None:
-        """Rebuild state from the database, the last-seen snapshot and recovered messages."""
+    def load(
+        self,
+        recovered: Recovered | None = None,
+        snapshot: Path | None = None,
+        seen: Iterable[tuple[str, float]] = (),
+    ) -> None:
+        """Rebuild state from what was stored and logged, the last-seen snapshot and the
+        messages recovered from the spool."""
+        recovered = recovered or Recovered()
         with self._lock:
-            self.checkpoint_lsn = self._store.checkpoint() or 0
-            for subject, alert in self._store.open_alerts():
+            self.checkpoint_lsn = recovered.checkpoint_lsn
+            for subject, alert in recovered.open_alerts:
                 key = (alert.kind, alert.code)
                 self._open.setdefault(subject, {})[key] = alert
                 self._by_id[alert.id] = (subject, key)
                 self._changed[(subject, key)] = alert.last_seen_at
                 self._seed(subject, key, alert)
             since = self._clock.now() - _DAY
-            for device, cleared in self._store.unconfirmed_clears(since):
-                self._nuisance.setdefault(device, deque()).append(cleared)
+            for device, cleared in recovered.unconfirmed_clears:
+                if cleared >= since:
+                    self._nuisance.setdefault(device, deque()).append(cleared)
             if snapshot is not None:
                 self.watch.load(snapshot)
             for device, received in seen:
@@ -483,27 +499,9 @@ class AlertEngine:
                     }
                 )
                 self._emit(subject, key, alert, AlertAction.RESOLVED, actor, note, out)
-            ticket = self._writer.submit(out, None)
-        if not self._writer.wait(ticket, timeout=10):
-            log.error("alert %s: %s by %s is not stored yet", alert_id, out[-1][1].action, actor)
-        return alert
-
-    def link_ticket(self, alert_id: str, ticket_id: str) -> None:
-        """The ledger opened (or attached the alert to) a ticket: the alert shows it."""
-        with self._lock:
-            where = self._by_id.get(alert_id)
-            if where is None:  # resolved meanwhile: the ticket keeps the link
-                return
-            subject, key = where
-            alert = self._open[subject][key]
-            if alert.ticket_id == ticket_id:
-                return
-            alert = alert.model_copy(
-                update={"ticket_id": ticket_id, "updated_at": self._clock.now()}
-            )
-            out: list[Change] = []
-            self._emit(subject, key, alert, AlertAction.TICKETED, SYSTEM, ticket_id, out)
             self._writer.submit(out, None)
+        self._writer.flush()  # durable before the person is told it is done
+        return alert
 
     def _emit(
         self,

@@ -1,7 +1,8 @@
 """What each alert change sends where, and the message bodies of the webhook formats.
 
-Every change becomes outbox rows (alerts/store.py) in the transaction that stores it: one for
-MQTT, one for InfluxDB, one per webhook that should hear of it. The dispatcher delivers them.
+The outputs (alerts/outputs.py) read every change from the event log: MQTT gets each change
+but repeats and test-window records, InfluxDB each but repeats, a webhook the changes people
+should hear of, at its severity, escalation level and towns.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import hmac
 import time
 import urllib.parse
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from alerts.store import OutboxItem
 from core.alerting import Alert, AlertAction, AlertChange, AlertState, Severity
 from core.clock import to_epoch_ms
+from core.points import FieldValue, Point
 from core.registry.models import Institution
-from core.settings import AlertSettings, Webhook
+from core.settings import Webhook
 
 ALERT_TOPIC = "hazardwatch/alerts/{institution}/{alert_id}"  # contract section 1
 # Changes a person should hear of; repeats and test-window records only update the board.
@@ -55,7 +57,6 @@ ACTION_ZH = {
     "cleared": "已消除(待确认)",
     "resolved": "已解除",
 }
-STAMPS_KEPT = 10_000
 LEVEL_ZH = ["值班人员", "机构主要负责人", "乡镇(街道)民政所", "区民政局"]
 
 InstitutionLookup = Callable[[str], Institution | None]
@@ -66,100 +67,76 @@ def alert_json(alert: Alert) -> dict[str, Any]:
     return alert.model_dump(mode="json")
 
 
-class Notifier:
-    """Plans the deliveries of each change."""
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A notification for the webhooks: its body, and what decides who hears it."""
 
-    def __init__(self, settings: AlertSettings, institutions: InstitutionLookup) -> None:
-        self._settings = settings
-        self._institutions = institutions
-        self._stamps: dict[tuple[str, ...], int] = {}  # series -> time of its last point
-
-    def _stamp(self, point: dict[str, Any]) -> dict[str, Any]:
-        """Move the point on by a millisecond if its series has one at that time already.
-
-        A point is identified by measurement, tags and time (contract section 2): two changes
-        of one alert in the same millisecond (a smoke alarm raised and confirmed by the same
-        message) would otherwise be one point.
-        """
-        series = tuple(point["tags"].values())
-        time_ms = max(point["time_ms"], self._stamps.get(series, 0) + 1)
-        self._stamps[series] = time_ms
-        if len(self._stamps) > STAMPS_KEPT:  # only the last second matters
-            recent = time_ms - 1000
-            self._stamps = {k: v for k, v in self._stamps.items() if v >= recent}
-        return point | {"time_ms": time_ms}
-
-    def plan(self, subject: str, change: AlertChange) -> list[OutboxItem]:
-        """The outbox rows for one change."""
-        alert = change.alert
-        if change.action in _QUIET:
-            return []
-        items = [OutboxItem("influx", alert.id, self._stamp(_point(change)))]
-        if change.action is AlertAction.SUPPRESSED:
-            return items  # on the dashboards as a test, nowhere else
-        topic = ALERT_TOPIC.format(institution=alert.institution, alert_id=alert.id)
-        body = "" if alert.state is AlertState.RESOLVED else alert_json(alert)
-        items.append(OutboxItem("mqtt", alert.id, {"topic": topic, "body": body}))
-        if change.action in NOTIFY:
-            items.extend(self._webhooks(change))
-        return items
-
-    def _webhooks(self, change: AlertChange) -> list[OutboxItem]:
-        alert = change.alert
-        institution = self._institutions(alert.institution)
-        town = institution.town if institution else None
-        message = {
-            "action": change.action.value,
-            "at": change.at.isoformat(),
-            "actor": change.actor,
-            "note": change.note,
-            "alert": alert_json(alert),
-            "institution": institution.model_dump(mode="json") if institution else None,
-        }
-        return self._to_hooks(alert.id, message, alert.severity, alert.escalation_level, town)
-
-    def plan_ticket(self, change: dict[str, Any]) -> list[OutboxItem]:
-        """Webhook rows for a change of a hazard ticket (`{action, at, actor, note, ticket}`).
-
-        Tickets travel the alerts' outbox and webhooks: the same retries, order and formats.
-        """
-        ticket = change["ticket"]
-        institution = self._institutions(ticket["institution"])
-        message = change | {
-            "institution": institution.model_dump(mode="json") if institution else None
-        }
-        severity = Severity(ticket["severity"])
-        town = institution.town if institution else None
-        return self._to_hooks(ticket["id"], message, severity, ticket["escalation_level"], town)
-
-    def _to_hooks(
-        self, about: str, message: dict[str, Any], severity: Severity, level: int, town: str | None
-    ) -> list[OutboxItem]:
-        items = []
-        for hook in self._settings.webhooks:
-            if severity.rank < hook.min_severity.rank:
-                continue
-            if hook.level > level:
-                continue
-            if hook.towns and town not in hook.towns:
-                continue
-            items.append(OutboxItem(f"webhook:{hook.name}", about, message))
-        return items
+    body: dict[str, Any]
+    severity: Severity
+    level: int
+    town: str | None
 
 
-def _point(change: AlertChange) -> dict[str, Any]:
+def alert_message(change: AlertChange, institutions: InstitutionLookup) -> Message | None:
+    """The webhook notification of an alert change, if people should hear of it."""
+    if change.action not in NOTIFY:
+        return None
     alert = change.alert
-    return {
-        "measurement": "alert",
-        "tags": {
-            "institution": alert.institution,
-            "device": alert.device,
-            "kind": alert.kind.value,
-            "severity": alert.severity.value,
-        },
-        "fields": {"alert_id": alert.id, "state": alert.state.value},
-        "time_ms": to_epoch_ms(change.at),
+    institution = institutions(alert.institution)
+    body = {
+        "action": change.action.value,
+        "at": change.at.isoformat(),
+        "actor": change.actor,
+        "note": change.note,
+        "alert": alert_json(alert),
+        "institution": institution.model_dump(mode="json") if institution else None,
     }
+    town = institution.town if institution else None
+    return Message(body, alert.severity, alert.escalation_level, town)
+
+
+def ticket_message(change: dict[str, Any], institutions: InstitutionLookup) -> Message | None:
+    """The webhook notification of a hazard ticket's change (`{action, at, actor, note,
+    ticket, notify}`), if the ledger marked it as one people should hear of."""
+    if not change.get("notify"):
+        return None
+    ticket = change["ticket"]
+    institution = institutions(ticket["institution"])
+    body = {k: v for k, v in change.items() if k not in ("notify", "event_id")}
+    body["institution"] = institution.model_dump(mode="json") if institution else None
+    town = institution.town if institution else None
+    return Message(body, Severity(ticket["severity"]), ticket["escalation_level"], town)
+
+
+def wants(hook: Webhook, message: Message) -> bool:
+    """Whether a webhook should hear of the message (severity, escalation level, town)."""
+    if message.severity.rank < hook.min_severity.rank or hook.level > message.level:
+        return False
+    return not hook.towns or message.town in hook.towns
+
+
+def mqtt_publication(change: AlertChange) -> tuple[str, Any] | None:
+    """The retained MQTT message of a change (empty body once resolved), if it has one."""
+    if change.action in _QUIET or change.action is AlertAction.SUPPRESSED:
+        return None  # a test-window record is on the dashboards only
+    alert = change.alert
+    topic = ALERT_TOPIC.format(institution=alert.institution, alert_id=alert.id)
+    return topic, "" if alert.state is AlertState.RESOLVED else alert_json(alert)
+
+
+def alert_point(change: AlertChange) -> Point | None:
+    """The `alert` point of a change (contract section 2), if it has one."""
+    if change.action in _QUIET:
+        return None
+    alert = change.alert
+    tags = {
+        "institution": alert.institution,
+        "device": alert.device,
+        "kind": alert.kind.value,
+        "severity": alert.severity.value,
+    }
+    fields: dict[str, FieldValue] = {"alert_id": alert.id, "state": alert.state.value}
+    return Point("alert", tags, fields, to_epoch_ms(change.at))
 
 
 # ---------------------------------------------------------------------- webhook bodies

@@ -1,176 +1,170 @@
-"""The alert stage wired together: engine, writer, outbox dispatcher, timers.
+"""The alert stage wired together: the engine, its journal, its clock, and what reads the log.
 
-accepted messages (digester thread) → engine → writer: SQL, then stream listeners
-                                        ↑          └→ outbox → dispatcher → MQTT, InfluxDB,
-        timer thread: silence, escalation                                   webhooks
+    accepted messages (digester thread) → engine → journal → EVENT LOG → live stream
+                                            ↑                         ├→ SQL projection
+            alert clock: silence, escalation                          ├→ MQTT, InfluxDB
+                                                                      └→ webhooks
+
+The engine's changes are durable in the event log before the digester hands a batch on; the
+stream and the outputs read them from there. The SQL tables are a projection, kept by a
+consumer: a slow, hung or absent database holds back only that consumer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import httpx
-from sqlalchemy import Engine
-
-from alerts.dispatch import Deliver, Dispatcher, webhook_sender
-from alerts.engine import AlertEngine
-from alerts.notify import InstitutionLookup, Notifier
-from alerts.publisher import AlertPublisher
-from alerts.store import AlertStore, OutboxItem
-from alerts.writer import AlertWriter
-from core.alerting import (
-    Alert,
-    AlertAction,
-    AlertChange,
-    AlertKind,
-    AlertState,
-    Severity,
-    new_id,
-)
+from alerts.engine import AlertEngine, Recovered
+from alerts.events import alert_changes
+from alerts.journal import AlertJournal
+from alerts.projection import AlertProjection
+from alerts.store import AlertStore
+from core.alerting import Alert, AlertAction, AlertChange, AlertKind
 from core.clock import Clock, SystemClock
+from core.health import Component
 from core.models import DeviceMessage
-from core.points import Point
-from core.ports import TimeSeriesSink
+from core.ports import EventLog
 from core.registry.directory import DeviceLookup
+from core.retry import Backoff
 from core.settings import AlertSettings
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.05  # silence is checked 20 times a second: offline fires < 0.1 s after its deadline
 SNAPSHOT_S = 5.0
-BARRIER_TIMEOUT_S = 2.0
+_NUISANCE_WINDOW = timedelta(hours=24)
+_REPLAY_BATCH = 5000
 
 
 class AlertStage:
-    """Owns the engine and its threads; start() and stop(), once each."""
+    """Owns the engine, its journal and its clock."""
 
     def __init__(
         self,
         settings: AlertSettings,
         directory: DeviceLookup,
-        database: Engine,
+        store: AlertStore,
+        events: EventLog,
         data_dir: Path,
-        institutions: InstitutionLookup,
         *,
-        publisher: AlertPublisher | None = None,
-        sink: TimeSeriesSink | None = None,
         clock: Clock | None = None,
     ) -> None:
         self._clock = clock or SystemClock()
-        self.store = AlertStore(database)
-        self._http = httpx.Client()
-        self._targets = _targets(settings, publisher, sink, self._http)
-        self._notifier = Notifier(settings, institutions)
-        self.writer = AlertWriter(self.store, self._plan, self._clock)
-        self.engine = AlertEngine(settings, directory, self.store, self.writer, self._clock)
-        self.dispatcher = Dispatcher(self.store, self._targets, self._clock)
-        self.writer.on_stored(self.dispatcher.wake)
-        self._publisher = publisher
+        self.store = store
+        self.events = events
+        self.journal = AlertJournal(events)
+        self.engine = AlertEngine(settings, directory, store, self.journal, self._clock)
+        self.projection = AlertProjection(store)
         self._snapshot = data_dir / "alerts-last-seen.bin"
-        self._stop = threading.Event()
-        self._timer: threading.Thread | None = None
+        self._next_snapshot = 0.0
+        # Whether alert changes can be made durable: a full or failing disk stops them.
+        self.journal_health = Component("event-log", backlog=lambda: self.journal.pending)
+        self.stopping = threading.Event()
 
-    def _plan(self, subject: str, change: AlertChange) -> list[OutboxItem]:
-        return [i for i in self._notifier.plan(subject, change) if i.target in self._targets]
+    def recover(self, seen: Iterable[tuple[str, float]] = ()) -> None:
+        """Rebuild the engine: the SQL tables as of their position, then the log after it.
 
-    def start(self, seen: Iterable[tuple[str, float]] = ()) -> None:
-        """Rebuild state (recovered receive times in `seen`), then start the threads."""
-        self.engine.load(self._snapshot, seen)
-        self._rehearse()
-        self.writer.start()
-        self.dispatcher.start()
-        if self._publisher is not None:
-            self._publisher.start()
-        self._timer = threading.Thread(target=self._tick_loop, name="alert-timer", daemon=True)
-        self._timer.start()
-
-    def _rehearse(self) -> None:
-        """Store an alarm and roll it back, so that the first real one finds all prepared."""
+        `seen`: the last receive time of each device in the spool's tail.
+        """
         now = self._clock.now()
-        alert = Alert(
-            id=new_id(),
-            kind=AlertKind.SMOKE_ALARM,
-            severity=Severity.CRITICAL,
-            state=AlertState.ACTIVE,
-            institution="rehearsal",
-            device="rehearsal",
-            raised_at=now,
-            updated_at=now,
-            last_seen_at=now,
-        )
-        change = AlertChange(alert=alert, action=AlertAction.RAISED, at=now)
+        projected = self.store.projected(now - _NUISANCE_WINDOW)
+        opened: dict[str, tuple[str, Alert]] = {}
+        for subject, alert in projected.open_alerts:
+            opened[alert.id] = (subject, alert)
+        clears = list(projected.unconfirmed_clears)
+        lsn = projected.checkpoint_lsn
+        cursor = self.events.cursor(projected.position)
+        replayed = 0
         try:
-            self.store.rehearse([("rehearsal", change)], self._plan("rehearsal", change))
-        except Exception:  # only a warm-up: the real save reports what is wrong
-            log.warning("alert store rehearsal failed", exc_info=True)
-
-    def notify_ticket(self, change: dict[str, Any]) -> None:
-        """Send a hazard ticket's change to the webhooks that should hear of it."""
-        items = [i for i in self._notifier.plan_ticket(change) if i.target in self._targets]
-        if items:
-            self.store.enqueue(items, self._clock.now())
-            self.dispatcher.wake()
+            while batch := cursor.next_batch(_REPLAY_BATCH):
+                for event, (subject, change) in alert_changes(batch):
+                    alert = change.alert
+                    if alert.is_open:
+                        opened[alert.id] = (subject, alert)
+                    else:
+                        opened.pop(alert.id, None)
+                    if _unconfirmed_clear(change):
+                        clears.append((alert.device, change.at))
+                    lsn = max(lsn, event.raw_lsn)
+                    replayed += 1
+        finally:
+            cursor.close()
+        log.info(
+            "alerts: projection at position %d, %d later changes replayed from the event log",
+            projected.position,
+            replayed,
+        )
+        recovered = Recovered(list(opened.values()), lsn, clears)
+        self.engine.load(recovered, self._snapshot, seen)
 
     def observe(self, message: DeviceMessage, received_at: datetime, lsn: int) -> None:
         """One accepted message, in order (the digester's listener)."""
         self.engine.observe(message, received_at, lsn)
 
     def barrier(self) -> None:
-        """Before the digester moves on: the changes of what it digested are stored."""
-        if self.writer.pending and not self.writer.flush(BARRIER_TIMEOUT_S):
-            log.error("alert changes not stored within %.0f s: the database is slow or down", 2)
+        """Before the digester hands a batch on: the batch's alert changes are durable.
 
-    def _tick_loop(self) -> None:
-        next_snapshot = time.monotonic() + SNAPSHOT_S
-        while not self._stop.wait(TICK_S):
-            try:
-                self.engine.tick()
-                if time.monotonic() >= next_snapshot:
-                    self._save_snapshot()
-                    next_snapshot = time.monotonic() + SNAPSHOT_S
-            except Exception:  # the timer must go on: offline detection depends on it
-                log.exception("alert timer failed")
+        A crash after the hand-on would otherwise lose them; while the event log cannot be
+        written (disk full, I/O error), the digester waits here and nothing more is taken.
+        """
+        backoff = Backoff(first=0.1, most=5.0)
+        while not self.flush():
+            if backoff.attempts == 0:
+                log.error("alarms are held until the event log can be written again")
+            if self.stopping.wait(backoff.next()):
+                raise OSError(self.journal_health.broken or "the event log cannot be written")
+        if backoff.attempts:
+            log.warning("the event log takes alert changes again")
 
-    def _save_snapshot(self) -> None:
+    def flush(self) -> bool:
+        """Make the engine's changes durable; False (and reported) when the log refuses."""
+        try:
+            self.journal.flush()
+        except OSError as exc:
+            self.journal_health.fault(f"the event log cannot be written: {exc}")
+            return False
+        self.journal_health.progress()
+        return True
+
+    async def run_clock(self, component: Component) -> None:
+        """Silence and escalation, 20 times a second, until cancelled."""
+        while True:
+            await asyncio.sleep(TICK_S)
+            await asyncio.to_thread(self.tick)
+            component.progress()
+
+    def tick(self) -> None:
+        """One turn of the clock: offline alerts, escalation, the last-seen snapshot."""
+        self.engine.tick()
+        self.flush()  # if the log refuses, the changes wait in order for the next turn
+        if time.monotonic() >= self._next_snapshot:
+            self.save_snapshot()
+            self._next_snapshot = time.monotonic() + SNAPSHOT_S
+
+    def save_snapshot(self) -> None:
+        """The last receive time of every device, for offline detection after a restart."""
         with self.engine.locked():
             self.engine.watch.save(self._snapshot)
 
     def stop(self) -> None:
-        """Stop the timer, store what is queued, deliver what can be, disconnect."""
-        self._stop.set()
-        if self._timer is not None:
-            self._timer.join()
-            self._timer = None
-        self._save_snapshot()
-        self.writer.stop()
-        self.dispatcher.run_once_safely()
-        self.dispatcher.stop()
-        if self._publisher is not None:
-            self._publisher.stop()
-        self._http.close()
-
-    def stats(self) -> dict[str, Any]:
-        """Counts for logs."""
-        return self.engine.stats() | {"outbox": self.store.undelivered()}
+        """Make every change durable and keep the snapshot (at shutdown)."""
+        self.stopping.set()
+        self.save_snapshot()
+        if not self.flush():
+            log.critical("%d alert changes could not be logged", self.journal.pending)
 
 
-def _targets(
-    settings: AlertSettings,
-    publisher: AlertPublisher | None,
-    sink: TimeSeriesSink | None,
-    http: httpx.Client,
-) -> dict[str, Deliver]:
-    targets: dict[str, Deliver] = {}
-    if publisher is not None:
-        targets["mqtt"] = lambda row: publisher.publish(row.payload)
-    if sink is not None:
-        targets["influx"] = lambda row: sink.write([Point(**row.payload)])
-    for hook in settings.webhooks:
-        targets[f"webhook:{hook.name}"] = webhook_sender(hook, http)
-    return targets
+def _unconfirmed_clear(change: AlertChange) -> bool:
+    """A smoke alarm that cleared without another detector confirming it (nuisance count)."""
+    alert = change.alert
+    return (
+        change.action is AlertAction.CLEARED
+        and alert.kind is AlertKind.SMOKE_ALARM
+        and not alert.confirmed
+    )

@@ -1,48 +1,47 @@
-"""Alerts in the SQL database: current rows, history, checkpoint and outbox."""
+"""Alerts in the SQL database: the projection of the event log's alert changes.
+
+The tables (current rows and history) are kept by a consumer of the event log
+(alerts/projection.py), in the transaction that also moves its position: they are what the
+log says, as of that position. The alarm path never waits for them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    Connection,
     Engine,
     RowMapping,
     and_,
     bindparam,
-    delete,
-    func,
     insert,
     select,
     text,
     update,
 )
 
-from alerts.tables import alert_checkpoint, alert_history, alerts, outbox
+from alerts.events import Change
+from alerts.tables import alert_checkpoint, alert_history, alerts
 from core.alerting import Alert, AlertAction, AlertChange, AlertKind, AlertState
+from core.checkpoints import load_position, save_position
 
 _CHECKPOINT = "engine"
+PROJECTION = "alerts-sql"  # the consumer that keeps these tables
 # Repeats change count and last value only: they update the row but are not history.
 _NOT_HISTORY = frozenset({AlertAction.REPEATED})
 # Built once: building `update(...).values(row)` for every change cost more than running it.
 _UPDATE_ALERT = update(alerts).where(alerts.c.id == bindparam("alert_id"))
 _INSERT_ALERT = insert(alerts)
+_NOT_STORED = {"escalation_level", "ticket_id"}  # computed; a join on the ledger's table
 
 
 def open_key(subject: str, kind: AlertKind, code: str) -> str:
     """The key that the unique constraint holds to one open alert."""
     return f"{subject}|{kind.value}|{code}"
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxItem:
-    """One delivery to make: to a target, about an alert."""
-
-    target: str
-    alert_id: str
-    payload: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,30 +58,29 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True, slots=True)
-class Pending:
-    """An undelivered outbox row."""
+class Projected:
+    """The tables as of a position of the log: where the engine starts from."""
 
-    id: int
-    target: str
-    alert_id: str
-    payload: dict[str, Any]
-    attempts: int
+    position: int  # the last event applied
+    checkpoint_lsn: int  # the raw-spool position of the last message whose changes are in
+    open_alerts: list[tuple[str, Alert]]
+    unconfirmed_clears: list[tuple[str, datetime]]
 
 
 def _row(alert: Alert, subject: str) -> dict[str, Any]:
-    values = alert.model_dump(exclude={"escalation_level"})
+    values = alert.model_dump(exclude=_NOT_STORED)
     values["subject"] = subject
     values["open_key"] = open_key(subject, alert.kind, alert.code) if alert.is_open else None
     return values
 
 
 def _alert(row: RowMapping) -> Alert:
-    values = {k: v for k, v in row.items() if k not in ("subject", "open_key")}
+    values = {k: v for k, v in row.items() if k not in ("subject", "open_key", "ticket_id")}
     return Alert.model_validate(values)
 
 
 class AlertStore:
-    """All SQL the engine, the dispatcher and the API need."""
+    """All SQL of the projection and of the API's reads."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -93,42 +91,31 @@ class AlertStore:
             connection.execute(text("SELECT 1"))
         return True
 
-    def save(
-        self,
-        changes: Sequence[tuple[str, AlertChange]],
-        lsn: int | None,
-        deliveries: Iterable[OutboxItem] = (),
-        now: datetime | None = None,
-    ) -> None:
-        """Store changes (with each alert's subject), outbox rows and checkpoint at once."""
-        with self.engine.begin() as connection:
-            self._save(connection, changes, lsn, deliveries, now)
+    def apply(self, changes: Sequence[Change], position: int, lsn: int | None = None) -> None:
+        """Store changes (with each alert's subject) as of log `position`, in one transaction.
 
-    def enqueue(self, deliveries: Iterable[OutboxItem], now: datetime) -> None:
-        """Outbox rows about something other than an alert change (a hazard ticket)."""
-        with self.engine.begin() as connection:
-            self._save(connection, [], None, deliveries, now)
-
-    def rehearse(
-        self, changes: Sequence[tuple[str, AlertChange]], deliveries: Iterable[OutboxItem]
-    ) -> None:
-        """Save and roll back: the statements are compiled and cached before the first alarm.
-
-        Compiling them took a few hundred milliseconds under load (bench.alert_latency), which
-        the first alarm after a start would otherwise wait for.
+        `lsn`: the raw-spool position of the last message among them, if any.
         """
-        with self.engine.connect() as connection, connection.begin() as transaction:
-            self._save(connection, changes, 0, deliveries, datetime.now(UTC))
-            transaction.rollback()
+        with self.engine.begin() as connection:
+            self._apply(connection, changes, lsn)
+            save_position(connection, PROJECTION, position)
 
-    def _save(
-        self,
-        connection: Any,
-        changes: Sequence[tuple[str, AlertChange]],
-        lsn: int | None,
-        deliveries: Iterable[OutboxItem],
-        now: datetime | None,
-    ) -> None:
+    def position(self) -> int:
+        """The last log position applied."""
+        with self.engine.connect() as connection:
+            return load_position(connection, PROJECTION)
+
+    def projected(self, nuisance_since: datetime) -> Projected:
+        """The position, checkpoint and open alerts, read together."""
+        with self.engine.begin() as connection:
+            position = load_position(connection, PROJECTION)
+            lsn = self.checkpoint(connection) or 0
+            rows = connection.execute(select(alerts).where(alerts.c.open_key.is_not(None)))
+            opened = [(row["subject"], _alert(row)) for row in rows.mappings()]
+            clears = self._unconfirmed_clears(connection, nuisance_since)
+        return Projected(position, lsn, opened, clears)
+
+    def _apply(self, connection: Connection, changes: Sequence[Change], lsn: int | None) -> None:
         latest: dict[str, tuple[str, Alert]] = {}
         history: list[dict[str, Any]] = []
         for subject, change in changes:
@@ -142,20 +129,7 @@ class AlertStore:
                 connection.execute(_INSERT_ALERT, values)
         if history:
             connection.execute(insert(alert_history), history)
-        rows = [
-            {
-                "target": item.target,
-                "alert_id": item.alert_id,
-                "payload": item.payload,
-                "attempts": 0,
-                "created_at": now,
-                "next_attempt_at": now,
-            }
-            for item in deliveries
-        ]
-        if rows:
-            connection.execute(insert(outbox), rows)
-        if lsn is not None:
+        if lsn:
             self._checkpoint(connection, lsn)
 
     def _checkpoint(self, connection: Any, lsn: int) -> None:
@@ -236,7 +210,9 @@ class AlertStore:
             for row in rows
         ]
 
-    def unconfirmed_clears(self, since: datetime) -> list[tuple[str, datetime]]:
+    def _unconfirmed_clears(
+        self, connection: Connection, since: datetime
+    ) -> list[tuple[str, datetime]]:
         """(device, when) of smoke alarms cleared without confirmation since `since`."""
         query = (
             select(alerts.c.device, alert_history.c.at)
@@ -251,67 +227,7 @@ class AlertStore:
             )
             .order_by(alert_history.c.at)
         )
-        with self.engine.connect() as connection:
-            return [(row[0], row[1]) for row in connection.execute(query)]
-
-    def due_deliveries(self, now: datetime, limit: int = 200) -> list[Pending]:
-        """Undelivered outbox rows whose time has come, oldest first."""
-        query = (
-            select(outbox)
-            .where(outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= now)
-            .order_by(outbox.c.id)
-            .limit(limit)
-        )
-        with self.engine.connect() as connection:
-            rows = connection.execute(query).mappings().all()
-        return [
-            Pending(r["id"], r["target"], r["alert_id"], r["payload"], r["attempts"]) for r in rows
-        ]
-
-    def delivered(self, ids: Sequence[int], now: datetime) -> None:
-        """Mark outbox rows as delivered."""
-        if ids:
-            with self.engine.begin() as connection:
-                connection.execute(
-                    update(outbox).where(outbox.c.id.in_(ids)).values(delivered_at=now)
-                )
-
-    def failed(self, row_id: int, error: str, retry_at: datetime) -> None:
-        """Count a failed attempt and set the next one."""
-        with self.engine.begin() as connection:
-            connection.execute(
-                update(outbox)
-                .where(outbox.c.id == row_id)
-                .values(
-                    attempts=outbox.c.attempts + 1, last_error=error[:500], next_attempt_at=retry_at
-                )
-            )
-
-    def waiting_targets(self, now: datetime) -> set[str]:
-        """Targets with an undelivered row that waits for a retry: their later rows wait too."""
-        query = (
-            select(outbox.c.target)
-            .where(outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at > now)
-            .distinct()
-        )
-        with self.engine.connect() as connection:
-            return {row[0] for row in connection.execute(query)}
-
-    def prune_delivered(self, before: datetime) -> int:
-        """Forget outbox rows delivered before `before` (the history keeps every change)."""
-        with self.engine.begin() as connection:
-            done = connection.execute(
-                delete(outbox).where(
-                    outbox.c.delivered_at.is_not(None), outbox.c.delivered_at < before
-                )
-            )
-        return int(done.rowcount or 0)
-
-    def undelivered(self) -> int:
-        """How many outbox rows wait."""
-        query = select(func.count()).select_from(outbox).where(outbox.c.delivered_at.is_(None))
-        with self.engine.connect() as connection:
-            return int(connection.execute(query).scalar() or 0)
+        return [(row[0], row[1]) for row in connection.execute(query)]
 
 
 def _history_row(change: AlertChange) -> dict[str, Any]:

@@ -1,9 +1,8 @@
-"""SQL tables of the alert engine (created by core/migrations/versions/0002_alerts.py)."""
+"""SQL tables of the alerts projection (core/migrations/versions/0002_alerts.py, 0007)."""
 
 from __future__ import annotations
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -52,6 +51,7 @@ alerts = Table(
     Column("hushed_at", UtcDateTime()),
     Column("escalations", Integer, nullable=False, default=0),
     Column("confirmed", Boolean, nullable=False, default=False),
+    # No longer written: an alert's ticket is the ledger's `ticket_alerts`, read as a join.
     Column("ticket_id", String(32)),
 )
 
@@ -77,19 +77,4 @@ alert_checkpoint = Table(
     metadata,
     Column("name", String(32), primary_key=True),
     Column("lsn", BigInteger, nullable=False),
-)
-
-outbox = Table(
-    "outbox",
-    metadata,
-    Column("id", _ROW_ID, primary_key=True, autoincrement=True),
-    Column("target", String(100), nullable=False),
-    Column("alert_id", String(32), nullable=False),
-    Column("created_at", UtcDateTime(), nullable=False),
-    Column("payload", JSON, nullable=False),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("next_attempt_at", UtcDateTime(), nullable=False),
-    Column("delivered_at", UtcDateTime()),
-    Column("last_error", String(500)),
-    Index("ix_outbox_pending", "delivered_at", "target", "id"),
 )

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import logging
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from api.deps import ApiContext
 from api.routers import alerts, dead_letters, devices, health, reports, stream, tickets
+
+log = logging.getLogger(__name__)
 
 
 def create_app(context: ApiContext) -> FastAPI:
@@ -19,4 +26,19 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(tickets.router)
     app.include_router(reports.router)
     app.include_router(stream.router)
+    for away in (OperationalError, InterfaceError, PoolTimeoutError):
+        app.add_exception_handler(away, _database_away)
     return app
+
+
+async def _database_away(request: Request, exc: Exception) -> JSONResponse:
+    """The SQL database did not answer: 503 with the reason, never a 500. Alarms still flow."""
+    log.warning("%s %s: the database did not answer: %s", request.method, request.url.path, exc)
+    detail = (
+        "the database is not answering; alarms still reach the live stream, try this again later"
+    )
+    return JSONResponse(
+        {"detail": detail},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": "10"},
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -12,7 +13,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
 
 from alerts.stage import AlertStage
-from core.broadcast import Broadcaster
+from core.health import Health
+from core.ports import EventLog
 from core.registry.repository import RegistryRepository
 from core.users import ADMIN, User, UserStore, visible_institutions
 from ingest.deadletters import DeadLetterStore
@@ -36,7 +38,10 @@ class ApiContext:
     users: UserStore | None = None
     institutions_in_towns: Callable[[Iterable[str]], list[str]] = field(default=lambda _towns: [])
     tickets: TicketStage | None = None
-    broadcaster: Broadcaster = field(default_factory=Broadcaster)
+    events: EventLog | None = None
+    health: Health = field(default_factory=Health)
+    # Set at shutdown: live streams end, their clients reconnect to whoever serves next.
+    closing: threading.Event = field(default_factory=threading.Event)
 
 
 def get_context(request: Request) -> ApiContext:

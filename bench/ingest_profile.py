@@ -28,6 +28,7 @@ from pathlib import Path
 from bench.ingest_throughput import DEVICES, payload, queue_for, raw_broker
 from bench.machine import describe
 from bench.memory_per_device import _stage
+from core.health import Component
 from core.settings import parse_mqtt_url
 from ingest.edge import Edge, EdgeConfig, encode_raw
 from ingest.stage import DIGEST_BATCH
@@ -59,12 +60,11 @@ def _run(messages: list[tuple[int, bytes]], profile: cProfile.Profile | None) ->
         if profile is not None:
             profile.enable()
         for offset in range(0, len(messages), DIGEST_BATCH):
-            stage._digest(messages[offset : offset + DIGEST_BATCH])
+            stage._digest(messages[offset : offset + DIGEST_BATCH], Component("digester"))
         if profile is not None:
             profile.disable()
         rate = len(messages) / (time.perf_counter() - start)
         assert stage.spool.committed_lsn == len(messages)
-        stage.directory.stop()
         stage.spool.close()
         stage.dead_letters.close()
         return rate

@@ -45,6 +45,7 @@ from core.registry.repository import RegistryRepository
 from core.settings import parse_mqtt_url
 from ingest.sinks.influx_v1 import InfluxV1Sink
 from ingest.stage import IngestStage
+from tests.running import Running
 from tests.servers import InfluxDB1, Mosquitto
 
 DEVICES = 1000
@@ -164,14 +165,15 @@ def hazardwatch(
         receive_maximum=window,
     )
     start = time.perf_counter()
-    stage.start()
+    running = Running(stage.tasks(), stage.shutdown).start()
     while stage.spool.committed_lsn < count:
         time.sleep(0.005)
     durable = time.perf_counter() - start
     while stage.spool.checkpoint_lsn < count:
         time.sleep(0.005)
     stored = time.perf_counter() - start
-    stage.stop()
+    running.stop()
+    stage.close()
     return count / durable, count / stored
 
 
@@ -191,7 +193,7 @@ def hazardwatch_live(broker: Mosquitto, influx: InfluxDB1, count: int, work: Pat
         client_id=f"bench-live-{uuid.uuid4().hex[:6]}",
         prefix=prefix,
     )
-    stage.start()
+    running = Running(stage.tasks(), stage.shutdown).start()
     try:
         assert stage.source.wait_connected(10)
         publisher = threading.Thread(target=publish, args=(broker.url, prefix, count))
@@ -200,7 +202,8 @@ def hazardwatch_live(broker: Mosquitto, influx: InfluxDB1, count: int, work: Pat
         publisher.join()
         return rate
     finally:
-        stage.stop()
+        running.stop()
+        stage.close()
 
 
 def main() -> None:

@@ -41,7 +41,6 @@ def _stage(work: Path) -> IngestStage:
     directory = DeviceDirectory(
         RegistryRepository(session_factory(make_engine(url))), auto_register=True
     )
-    directory.start()
     stage = IngestStage(
         data_dir=work / "data",
         sink=EmbeddedSink(work / "ts.sqlite"),
@@ -80,7 +79,6 @@ def _measure(devices: int, readings: int) -> tuple[float, float]:
         traced = tracemalloc.get_traced_memory()[0] - before
         tracemalloc.stop()
         rss = _rss() - rss_before
-        stage.directory.stop()
         stage.spool.close()
         stage.dead_letters.close()
         return traced / devices, rss / devices

@@ -60,3 +60,8 @@ def to_epoch_ms(moment: datetime) -> int:
     # Integer arithmetic: `int(moment.timestamp() * 1000)` goes through a float and turns some
     # exact milliseconds into the one before (2004-02-22T07:01:02.804Z became ...803).
     return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with a Z, the form every output uses."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

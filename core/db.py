@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import DateTime, Dialect, Engine, TypeDecorator, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+from core.health import Component
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,7 @@ def make_engine(url: str) -> Engine:
 
 
 class WalCheckpointer:
-    """Checkpoints a SQLite database's write-ahead log from a thread of its own.
+    """Checkpoints a SQLite database's write-ahead log every second, as a task of the service.
 
     PASSIVE: it copies what it can without waiting for, or blocking, readers and writers.
     """
@@ -84,21 +86,11 @@ class WalCheckpointer:
     def __init__(self, engine: Engine, interval_s: float = 1.0) -> None:
         self._engine = engine
         self._interval = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        """Start checkpointing, if the database is SQLite."""
-        if self._engine.dialect.name == "sqlite":
-            self._thread = threading.Thread(target=self._loop, name="wal-checkpoint", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        """Stop after the current checkpoint."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
+    @property
+    def needed(self) -> bool:
+        """Only SQLite has a write-ahead log to checkpoint."""
+        return self._engine.dialect.name == "sqlite"
 
     def checkpoint(self) -> tuple[int, int, int]:
         """One passive checkpoint: (busy, log pages, pages checkpointed)."""
@@ -106,12 +98,16 @@ class WalCheckpointer:
             row = connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
         return int(row[0]), int(row[1]), int(row[2])
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
+    async def run(self, component: Component) -> None:
+        """Checkpoint until cancelled; a failed round is reported and tried again."""
+        while True:
+            await asyncio.sleep(self._interval)
             try:
-                self.checkpoint()
-            except Exception:  # the next round tries again; the backstop is autocheckpoint
-                log.warning("WAL checkpoint failed", exc_info=True)
+                await asyncio.to_thread(self.checkpoint)
+            except Exception as exc:  # noqa: BLE001 - the backstop is wal_autocheckpoint
+                component.failing(f"{type(exc).__name__}: {exc}")
+            else:
+                component.progress()
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -26,3 +26,27 @@ class Point(NamedTuple):
         assert isinstance(measurement, str) and isinstance(tags, dict)
         assert isinstance(fields, dict) and isinstance(time_ms, int)
         return cls(measurement, tags, fields, time_ms)
+
+
+class SeriesStamper:
+    """Gives each point of a series a millisecond of its own.
+
+    A point is identified by measurement, tags and time (contract section 2): two changes of
+    one series in the same millisecond (a smoke alarm raised and confirmed by the same
+    message) would otherwise be one point. The later one is moved on by a millisecond.
+    """
+
+    KEPT = 10_000  # series remembered; only the last second of each matters
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, ...], int] = {}
+
+    def stamp(self, point: Point) -> Point:
+        """The point, moved on if its series has a point at that time already."""
+        series = (point.measurement, *point.tags.values())
+        time_ms = max(point.time_ms, self._last.get(series, 0) + 1)
+        self._last[series] = time_ms
+        if len(self._last) > self.KEPT:
+            recent = time_ms - 1000
+            self._last = {k: v for k, v in self._last.items() if v >= recent}
+        return point._replace(time_ms=time_ms)

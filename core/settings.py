@@ -146,6 +146,35 @@ class TicketSettings(BaseModel):
     )
 
 
+class EventSettings(BaseModel):
+    """The event log of alert and ticket changes (data dir `events/`)."""
+
+    model_config = _SECTION
+    retention_days: float = Field(
+        default=7,
+        gt=0,
+        description="events are kept at least this long (a live-stream client away for less "
+        "resumes exactly), and until every consumer has handled them",
+    )
+    max_mib: int = Field(
+        default=2048,
+        ge=16,
+        description="above this size, events every consumer has handled are dropped sooner",
+    )
+
+
+class SpoolSettings(BaseModel):
+    """Ingest's spools on disk (data dir `raw/` and `spool/`)."""
+
+    model_config = _SECTION
+    max_mib: int = Field(
+        default=8192,
+        ge=16,
+        description="cap of each spool; when full, messages are not acknowledged (the broker "
+        "holds them) and readiness fails until the store takes the backlog",
+    )
+
+
 class Settings(BaseSettings):
     """Configuration of one hazardwatch process (contract section 4)."""
 
@@ -194,6 +223,14 @@ class Settings(BaseSettings):
     tickets: TicketSettings = Field(
         default_factory=TicketSettings,
         description="the hazard ledger ([tickets] in TOML, HAZARDWATCH_TICKETS__*)",
+    )
+    events: EventSettings = Field(
+        default_factory=EventSettings,
+        description="the event log ([events] in TOML, HAZARDWATCH_EVENTS__*)",
+    )
+    spool: SpoolSettings = Field(
+        default_factory=SpoolSettings,
+        description="ingest's spools on disk ([spool] in TOML, HAZARDWATCH_SPOOL__*)",
     )
 
     @field_validator("mqtt_url")

@@ -24,10 +24,15 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the whole service in this process."""
     from hazardwatch.service import Service, run
+    from hazardwatch.supervisor import TaskFailedError
 
     settings = _settings(args)
     log.info("starting with %s", settings.redacted())
-    asyncio.run(run(Service(settings, embedded_broker_port=args.embedded_broker_port)))
+    try:
+        asyncio.run(run(Service(settings, embedded_broker_port=args.embedded_broker_port)))
+    except TaskFailedError as exc:  # logged with its cause; systemd or compose starts us again
+        log.critical("hazardwatch stopped: %s", exc)
+        return 1
     return 0
 
 

@@ -22,9 +22,12 @@ def _register_fleet(service: Service, args: argparse.Namespace) -> None:
     heartbeat = heartbeat_for(args.devices, args.rate, args.malformed)
     spec = build_fleet_spec(args.institutions, args.devices, args.seed, heartbeat_s=heartbeat)
     registry = RegistryFile.model_validate(registry_document(spec))
-    service.repository.upsert_institutions(registry.institutions)
-    service.repository.upsert_devices(registry.devices)
-    service.ingest.directory.load()
+    parts = service.parts
+    assert parts is not None, "the service has started"
+    parts.repository.upsert_institutions(registry.institutions)
+    parts.repository.upsert_devices(registry.devices)
+    parts.directory.load()
+    parts.institutions.load()
 
 
 def _banner(settings: Settings, broker_url: str, token: str) -> str:

@@ -1,4 +1,15 @@
-"""The composition root: builds every stage from the settings and runs them in one process."""
+"""The composition root: builds every stage from the settings and runs them in one process.
+
+    MQTT → ingest (edge process, digester thread, forwarder) → time-series store
+                      └→ alert engine → EVENT LOG → live stream (HTTP API)
+                                          ├→ SQL projection of alerts
+                                          ├→ ledger → ticket outbox → relay → EVENT LOG
+                                          ├→ MQTT, InfluxDB alert and ticket points
+                                          └→ webhooks
+
+Every loop is a named task of one supervisor (hazardwatch/supervisor.py); this module only
+builds and connects.
+"""
 
 from __future__ import annotations
 
@@ -9,26 +20,32 @@ import logging
 import secrets
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+import time
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import uvicorn
 
 from alerts.metrics import AlertCollector
-from alerts.publisher import AlertPublisher
+from alerts.outputs import InfluxAlertOutput, MqttOutput, WebhookOutput
 from alerts.stage import AlertStage
-from alerts.writer import utc
+from alerts.store import AlertStore
 from api.app import create_app
 from api.deps import ApiContext
-from core.alerting import AlertChange, AlertState
-from core.broadcast import Broadcaster
+from core.consumers import Consumer, feed
 from core.db import WalCheckpointer, make_engine, session_factory, upgrade
+from core.eventlog import JournalEventLog
+from core.health import Component, Health, TaskSpec
 from core.ports import TimeSeriesSink
 from core.registry.directory import DeviceDirectory
+from core.registry.institutions import InstitutionCache
 from core.registry.repository import RegistryRepository
-from core.settings import EMBEDDED_BROKER_PORT, Settings
+from core.settings import EMBEDDED_BROKER_PORT, MqttEndpoint, Settings
 from core.users import UserStore
+from hazardwatch.metrics import HealthCollector
+from hazardwatch.supervisor import Supervisor
 from ingest.embedded_broker import EmbeddedBroker
 from ingest.messages import Accepted
 from ingest.sinks.embedded import EmbeddedSink
@@ -36,7 +53,7 @@ from ingest.sinks.influx_v1 import InfluxV1Sink
 from ingest.sinks.influx_v2 import InfluxV2Sink
 from ingest.stage import CLIENT_ID, IngestStage
 from tickets.attachments import AttachmentStore
-from tickets.models import TicketAction, TicketChange
+from tickets.outputs import TicketPoints
 from tickets.policy import load_policy
 from tickets.stage import TicketStage
 
@@ -46,6 +63,9 @@ SWITCH_INTERVAL_S = 0.0005
 # Fewer young collections: fewer short-lived message objects promoted to the old generations,
 # whose growth triggers full collections (bench.alert_latency: every 4 s before, rare after).
 GC_THRESHOLDS = (20_000, 50, 50)
+PRUNE_EVERY_S = 60.0
+DRAIN_S = 3.0  # at shutdown, how long the consumers get to catch up with the log
+Companion = Callable[["Service"], Coroutine[Any, Any, None]]
 
 
 def build_sink(settings: Settings) -> TimeSeriesSink:
@@ -85,186 +105,259 @@ class _Server(uvicorn.Server):
 
 @dataclass
 class Service:
-    """Every part of a running hazardwatch; `start` and `stop` order them."""
+    """Every part of a running hazardwatch, built by `build` and run by `run`."""
 
     settings: Settings
     client_id: str = CLIENT_ID
     embedded_broker_port: int = EMBEDDED_BROKER_PORT
+    health: Health = field(default_factory=Health)
     broker: EmbeddedBroker | None = None
-    ingest: IngestStage = field(init=False)
-    alerts: AlertStage = field(init=False)
-    tickets: TicketStage = field(init=False)
-    repository: RegistryRepository = field(init=False)
-    checkpointer: WalCheckpointer = field(init=False)
-    users: UserStore = field(init=False)
-    broadcaster: Broadcaster = field(default_factory=Broadcaster)
+    parts: Parts | None = None
 
-    def start(self) -> None:
-        """Migrate the database, start the broker if embedded, then ingestion."""
+    async def start(self) -> Parts:
+        """Start the embedded broker if needed, then build and recover every stage."""
+        endpoint = self.settings.mqtt
+        if endpoint is None:
+            self.broker = EmbeddedBroker(port=self.embedded_broker_port)
+            await self.broker.start()
+            endpoint = self.broker.endpoint
+        self.parts = await asyncio.to_thread(self._build, endpoint)
+        return self.parts
+
+    def _build(self, endpoint: MqttEndpoint) -> Parts:
         settings = self.settings
-        # The digester keeps one thread busy; every other thread (alert writer, timer, HTTP)
-        # waits up to this long for the GIL after each I/O call. With Python's 5 ms, an alarm's
-        # database calls added up: p99 50 ms against 37 ms in bench.alert_latency.
+        # The digester keeps one thread busy; every other thread (consumers, HTTP) waits up
+        # to this long for the GIL after each I/O call. With Python's 5 ms, an alarm's way to
+        # the stream added up: p99 50 ms against 37 ms in bench.alert_latency.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         policy = load_policy(settings.tickets.policy)  # a bad file stops the start here
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade(settings.sql_url)
-        engine = make_engine(settings.sql_url)
-        self.users = UserStore(engine)
-        self.checkpointer = WalCheckpointer(engine)
-        self.checkpointer.start()
-        self.repository = RegistryRepository(session_factory(engine))
-        directory = DeviceDirectory(self.repository, auto_register=settings.auto_register)
-        log.info("registry: %d devices", directory.load())
-        directory.start()
-        endpoint = settings.mqtt
-        if endpoint is None:
-            self.broker = EmbeddedBroker(port=self.embedded_broker_port)
-            self.broker.start()
-            endpoint = self.broker.endpoint
-        self.ingest = IngestStage(
-            data_dir=settings.data_dir,
-            sink=build_sink(settings),
-            directory=directory,
-            endpoint=endpoint,
-            mqtt5=self.broker is None,  # amqtt speaks MQTT 3.1.1 only
-            client_id=self.client_id,
-        )
-        self.alerts = AlertStage(
-            settings.alerts,
-            directory,
-            engine,
-            settings.data_dir,
-            self.repository.institution,
-            publisher=AlertPublisher(endpoint, mqtt5=self.broker is None),
-            sink=build_sink(settings),
-        )
-        self.tickets = TicketStage(
-            policy,
-            engine,
-            self.repository.institution,
-            alert_state=self._alert_state,
-            open_alerts=self.alerts.engine.open_alerts,
-            attachments=AttachmentStore(
-                settings.data_dir, int(settings.tickets.attachment_max_mb * 2**20)
-            ),
-        )
-        self._wire()
-        self.ingest.recover()
-        self.alerts.start(self.ingest.recovered_seen.items())
-        self.tickets.start()
-        self.ingest.start()
+        parts = Parts.build(settings, endpoint, self.client_id, policy, self.broker is None)
+        parts.recover()
         # What is loaded by now (code, registry, recovered state) lives as long as the process:
         # the collector need not walk it again. Full collections over everything took 70-100 ms
         # every 4 s at 10,000 msg/s, holding every thread; alarms waited that long.
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
+        return parts
+
+    async def drain(self) -> None:
+        """Stop taking messages and make what was taken durable (tasks still run)."""
+        parts = self.parts
+        if parts is not None:
+            await parts.ingest.shutdown()
+            await asyncio.to_thread(parts.alerts.stop)
+            await parts.caught_up(DRAIN_S)
+
+    async def close(self) -> None:
+        """Release everything (after every task has ended)."""
+        if self.parts is not None:
+            await asyncio.to_thread(self.parts.close)
+        if self.broker is not None:
+            await self.broker.stop()
+
+    def api_context(self) -> ApiContext:
+        """What the HTTP API gets."""
+        parts = self.parts
+        assert parts is not None, "start() first"
+        return ApiContext(
+            admin_token=admin_token(self.settings),
+            registry=parts.repository,
+            dead_letters=parts.ingest.dead_letters,
+            presence=parts.ingest.presence,
+            metrics=parts.ingest.metrics.registry,
+            alerts=parts.alerts,
+            users=parts.users,
+            institutions_in_towns=parts.institutions.in_towns,
+            tickets=parts.tickets,
+            events=parts.events,
+            health=self.health,
+            readiness={
+                "broker": parts.ingest.source.connected.is_set,
+                "store": parts.ingest.sink.ping,
+                "database": parts.repository.ping,
+            },
+        )
+
+
+@dataclass
+class Parts:
+    """The stages and what connects them."""
+
+    settings: Settings
+    endpoint: MqttEndpoint
+    repository: RegistryRepository
+    users: UserStore
+    institutions: InstitutionCache
+    directory: DeviceDirectory
+    events: JournalEventLog
+    ingest: IngestStage
+    alerts: AlertStage
+    tickets: TicketStage
+    checkpointer: WalCheckpointer
+    outputs: list[Consumer]
+    http: httpx.Client
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        endpoint: MqttEndpoint,
+        client_id: str,
+        policy: Any,
+        mqtt5: bool,
+    ) -> Parts:
+        """Every stage, from the settings (blocking: reads the registry)."""
+        engine = make_engine(settings.sql_url)
+        repository = RegistryRepository(session_factory(engine))
+        institutions = InstitutionCache(repository)
+        log.info("registry: %d institutions", institutions.load())
+        directory = DeviceDirectory(repository, auto_register=settings.auto_register)
+        log.info("registry: %d devices", directory.load())
+        events = JournalEventLog(
+            settings.data_dir / "events",
+            retention_s=settings.events.retention_days * 86400,
+            max_bytes=settings.events.max_mib << 20,
+        )
+        ingest = IngestStage(
+            data_dir=settings.data_dir,
+            sink=build_sink(settings),
+            directory=directory,
+            endpoint=endpoint,
+            mqtt5=mqtt5,
+            client_id=client_id,
+            spool_max_bytes=settings.spool.max_mib << 20,
+        )
+        alerts = AlertStage(
+            settings.alerts, directory, AlertStore(engine), events, settings.data_dir
+        )
+        attachments = AttachmentStore(
+            settings.data_dir, int(settings.tickets.attachment_max_mb * 2**20)
+        )
+        tickets = TicketStage(policy, engine, institutions.get, events, attachments=attachments)
+        http = httpx.Client()
+        checkpoints = events.checkpoints
+        outputs: list[Consumer] = [
+            MqttOutput(endpoint, events, checkpoints, mqtt5=mqtt5),
+            InfluxAlertOutput(build_sink(settings), events, checkpoints),
+            TicketPoints(build_sink(settings), events, checkpoints),
+        ]
+        outputs += [
+            WebhookOutput(hook, http, institutions.get, events, checkpoints)
+            for hook in settings.alerts.webhooks
+        ]
+        parts = cls(
+            settings,
+            endpoint,
+            repository,
+            UserStore(engine),
+            institutions,
+            directory,
+            events,
+            ingest,
+            alerts,
+            tickets,
+            WalCheckpointer(engine),
+            outputs,
+            http,
+        )
+        parts._wire()
+        return parts
 
     def _wire(self) -> None:
-        """Accepted messages to the alert engine; its changes to the stream and /metrics."""
+        """Accepted messages to the alert engine; the engine's changes durable per batch."""
         alerts = self.alerts
 
         def observe(accepted: Accepted) -> None:
             alerts.observe(accepted.message, accepted.raw.received_at, accepted.raw.lsn)
 
-        def publish(change: AlertChange) -> None:
-            self.broadcaster.publish("alert", change_event(change), change.alert.institution)
-
-        def ticket_changed(change: TicketChange) -> None:
-            body = ticket_event(change)
-            self.broadcaster.publish("ticket", body, change.ticket.institution)
-            if change.event.action in TICKET_NOTICES:
-                alerts.notify_ticket(body)
-            alert_id = change.event.alert_id
-            if alert_id and change.event.action in (TicketAction.OPENED, TicketAction.ATTACHED):
-                alerts.engine.link_ticket(alert_id, change.ticket.id)
-
         self.ingest.receiver.add_listener(observe)
         self.ingest.barriers.append(alerts.barrier)
-        alerts.writer.add_listener(publish)
-        alerts.writer.add_listener(self.tickets.submit)
-        self.tickets.ledger.add_listener(ticket_changed)
-        self.ingest.metrics.registry.register(AlertCollector(alerts))
+        self.ingest.metrics.registry.register(AlertCollector(alerts.engine))
 
-    def _institutions_in_towns(self, towns: Iterable[str]) -> list[str]:
-        wanted = set(towns)
-        return [i.id for i in self.repository.institutions() if i.town in wanted]
+    def recover(self) -> None:
+        """Read the spools' tails and rebuild the alert engine, before anything runs."""
+        self.ingest.recover()
+        self.alerts.recover(self.ingest.recovered_seen.items())
 
-    def _alert_state(self, alert_id: str) -> AlertState | None:
-        alert = self.alerts.engine.get(alert_id)
-        return alert.state if alert is not None else None
+    def consumers(self) -> list[Consumer]:
+        """Every reader of the event log that keeps a checkpoint."""
+        return [self.alerts.projection, self.tickets.consumer, *self.outputs]
 
-    def stop(self) -> None:
-        """Stop in reverse order; what was received is durable when this returns."""
-        self.ingest.stop()
-        self.alerts.stop()
-        self.tickets.stop()
-        self.ingest.directory.stop()
-        self.checkpointer.stop()
-        if self.broker is not None:
-            self.broker.stop()
+    def tasks(self, health: Health) -> list[TaskSpec]:
+        """Every loop of the service."""
+        health.add(self.alerts.journal_health)
+        specs = [
+            *self.ingest.tasks(),
+            TaskSpec("alert-clock", self.alerts.run_clock),
+            TaskSpec("ticket-relay", self.tickets.relay.run, depends_on="the database"),
+            TaskSpec("ledger-clock", self.tickets.run_clock, depends_on="the database"),
+            TaskSpec("registry-writer", self.directory.run_writer, depends_on="the database"),
+            TaskSpec("institutions", self.institutions.run, depends_on="the database"),
+            TaskSpec("event-log-prune", self._prune),
+        ]
+        if self.checkpointer.needed:
+            specs.append(TaskSpec("wal-checkpoint", self.checkpointer.run))
+        for consumer in self.consumers():
+            specs.append(
+                TaskSpec(
+                    consumer.name, _feeder(self.events, consumer), depends_on=_outside(consumer)
+                )
+            )
+        return specs
 
-    def api_context(self) -> ApiContext:
-        """What the HTTP API gets."""
-        return ApiContext(
-            admin_token=admin_token(self.settings),
-            registry=self.repository,
-            dead_letters=self.ingest.dead_letters,
-            presence=self.ingest.presence,
-            metrics=self.ingest.metrics.registry,
-            alerts=self.alerts,
-            users=self.users,
-            institutions_in_towns=self._institutions_in_towns,
-            tickets=self.tickets,
-            broadcaster=self.broadcaster,
-            readiness={
-                "broker": self.ingest.source.connected.is_set,
-                "store": self.ingest.sink.ping,
-                "database": self.repository.ping,
-            },
-        )
+    async def caught_up(self, within_s: float) -> None:
+        """Give the consumers a moment to handle what the last changes put on the log."""
+        deadline = loop_time() + within_s
+        head = self.events.head
+        while loop_time() < deadline:
+            if all(c.position >= head for c in self.consumers()):
+                return
+            await asyncio.sleep(0.05)
 
+    async def _prune(self, component: Component) -> None:
+        """Drop event-log segments every consumer has handled, past the retention."""
+        names = [c.name for c in self.consumers()]
+        while True:
+            await asyncio.sleep(PRUNE_EVERY_S)
+            await asyncio.to_thread(self.events.prune, names)
+            component.progress()
 
-# Ticket changes people are told of through the webhooks (the alerts' outbox).
-TICKET_NOTICES = frozenset(
-    {
-        TicketAction.OPENED,
-        TicketAction.ESCALATED,
-        TicketAction.RECTIFIED,
-        TicketAction.VERIFIED,
-        TicketAction.REJECTED,
-        TicketAction.REOPENED,
-    }
-)
-
-
-def ticket_event(change: TicketChange) -> dict[str, Any]:
-    """The body of a `ticket` event on the stream."""
-    event = change.event
-    return {
-        "action": event.action.value,
-        "at": utc(event.at),
-        "actor": event.actor,
-        "note": event.note,
-        "ticket": change.ticket.model_dump(mode="json"),
-    }
+    def close(self) -> None:
+        """Release files and connections (after every task has ended)."""
+        self.ingest.close()
+        self.http.close()
+        self.events.close()
+        with contextlib.suppress(Exception):  # writing them is retried at the next start
+            self.directory.write_pending()
 
 
-def change_event(change: AlertChange) -> dict[str, Any]:
-    """The body of an `alert` event on the stream."""
-    return {
-        "action": change.action.value,
-        "at": utc(change.at),
-        "actor": change.actor,
-        "note": change.note,
-        "alert": change.alert.model_dump(mode="json"),
-    }
+def _feeder(
+    events: JournalEventLog, consumer: Consumer
+) -> Callable[[Component], Coroutine[Any, Any, None]]:
+    async def run(component: Component) -> None:
+        await feed(events, consumer, component)
+
+    return run
+
+
+def _outside(consumer: Consumer) -> str:
+    """The outside system a consumer waits on when it is slow."""
+    name = consumer.name
+    if name.startswith("webhook:"):
+        return f"the webhook {name.removeprefix('webhook:')}"
+    if name.startswith("influx"):
+        return "the time-series store"
+    if name == "mqtt":
+        return "the MQTT broker"
+    return "the database"
 
 
 async def run(
     service: Service,
     stop: asyncio.Event | None = None,
-    companion: Callable[[Service], Coroutine[Any, Any, None]] | None = None,
+    companion: Companion | None = None,
 ) -> None:
     """Run the service and its HTTP API until SIGINT/SIGTERM (or `stop` is set).
 
@@ -275,26 +368,63 @@ async def run(
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    await asyncio.to_thread(service.start)
+    parts = await service.start()
     settings = service.settings
-    config = uvicorn.Config(
-        create_app(service.api_context()),
-        host=settings.api_host,
-        port=settings.api_port,
-        log_level="warning",
-        lifespan="off",
-        timeout_graceful_shutdown=5,  # a client that keeps a request open cannot hold us
+    context = service.api_context()
+    server = _Server(
+        uvicorn.Config(
+            create_app(context),
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=5,  # a client that keeps a request open cannot hold us
+        )
     )
-    server = _Server(config)
+    supervisor = Supervisor(service.health, parts.ingest.metrics.registry)
+    for spec in parts.tasks(service.health):
+        supervisor.add(spec.name, spec.body, fatal=spec.fatal, **spec.options())
+    supervisor.add("http-api", lambda _c: _serve(server))
+    if companion is not None:
+        supervisor.add("companion", lambda _c: companion(service))
+    parts.ingest.metrics.registry.register(HealthCollector(service.health))
+    log.info("HTTP API on http://%s:%d", settings.api_host, settings.api_port)
+    until = asyncio.Event()
+    shutdown = asyncio.create_task(_shutdown(service, supervisor, context, server, stop, until))
     try:
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(server.serve(), name="http-api")
-            if companion is not None:
-                tasks.create_task(companion(service), name="companion")
-            log.info("HTTP API on http://%s:%d", settings.api_host, settings.api_port)
-            await stop.wait()
-            service.broadcaster.close()  # live streams end; their clients reconnect elsewhere
-            server.should_exit = True
+        await supervisor.run(until)
     finally:
-        log.info("shutting down")
-        await asyncio.to_thread(service.stop)
+        stop.set()
+        await shutdown
+        await service.close()
+        log.info("stopped")
+
+
+async def _serve(server: _Server) -> None:
+    await server.serve()
+    await asyncio.Event().wait()  # served until asked to stop: then this task is cancelled
+
+
+async def _shutdown(
+    service: Service,
+    supervisor: Supervisor,
+    context: ApiContext,
+    server: _Server,
+    stop: asyncio.Event,
+    until: asyncio.Event,
+) -> None:
+    """On `stop`: streams end, ingestion drains, then every task is cancelled."""
+    await stop.wait()
+    log.info("shutting down")
+    supervisor.stopping = True
+    context.closing.set()  # live streams end; their clients reconnect elsewhere
+    server.should_exit = True
+    try:
+        await service.drain()
+    finally:
+        until.set()
+
+
+def loop_time() -> float:
+    """Monotonic seconds."""
+    return time.monotonic()

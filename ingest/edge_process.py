@@ -1,5 +1,8 @@
 """The service's side of the receive edge: starts it, listens to it, restarts it if it dies.
 
+A task of the service (hazardwatch/supervisor.py) runs the child process with asyncio and
+reads its status lines; the digester thread waits on what they say.
+
 The edge process (ingest/edge.py) owns the MQTT session and the raw spool; this object owns
 the edge process and offers the raw spool to readers (`SpoolSource`): which records are
 durable, and which segments are on disk.
@@ -7,16 +10,17 @@ durable, and which segments are on disk.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
 import signal
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+from core.health import Component
 from core.journal import SUFFIX, list_segments, segment_name
 from core.retry import Backoff
 from core.settings import MqttEndpoint
@@ -28,10 +32,12 @@ log = logging.getLogger(__name__)
 RESTART_MIN_S = 0.5
 RESTART_MAX_S = 30.0
 STOP_TIMEOUT_S = 15.0
+# Where `python -m ingest.edge` finds the package (resolved once, off the event loop).
+_PROJECT = Path(__file__).resolve().parents[1]
 
 
 class EdgeProcess:
-    """Runs `python -m ingest.edge` under a supervising thread."""
+    """Runs `python -m ingest.edge` as a child process, from an asyncio task."""
 
     def __init__(
         self,
@@ -43,6 +49,7 @@ class EdgeProcess:
         metrics: IngestMetrics,
         mqtt5: bool = True,
         receive_maximum: int | None = RECEIVE_MAXIMUM,
+        spool_max_bytes: int | None = None,
     ) -> None:
         self.directory = spool_dir
         self.connected = threading.Event()
@@ -60,13 +67,14 @@ class EdgeProcess:
             mqtt5=mqtt5,
             receive_maximum=receive_maximum,
             log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+            spool_max_bytes=spool_max_bytes,
         )
         self._committed = 0
         self._reported = False
         self._changed = threading.Condition()
         self._stopping = threading.Event()
-        self._process: subprocess.Popen[bytes] | None = None
-        self._thread: threading.Thread | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._component: Component | None = None
         self.restarts = 0
         self.fault: str | None = None  # why the edge cannot make messages durable, if it cannot
 
@@ -104,38 +112,13 @@ class EdgeProcess:
 
     # -- the process ---------------------------------------------------------------------
 
-    def start(self, timeout: float = 30.0) -> None:
-        """Start the edge process and wait until it has reported its recovered LSN.
-
-        Readers start after that: the first report says where the raw spool ends.
-        """
-        self._thread = threading.Thread(target=self._supervise, name="edge-supervisor")
-        self._thread.start()
-        with self._changed:
-            if not self._changed.wait_for(lambda: self._reported, timeout):
-                raise RuntimeError(f"the edge process did not start within {timeout:.0f} s")
-
-    def stop(self) -> None:
-        """Ask the edge to finish its group and disconnect; wait for it."""
-        self._stopping.set()
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        if self._thread is not None:
-            self._thread.join(STOP_TIMEOUT_S + 5)
-            self._thread = None
-        self.connected.clear()
-
-    def wait_connected(self, timeout: float) -> bool:
-        """Block until the edge is connected and subscribed, or the timeout passes."""
-        return self.connected.wait(timeout)
-
-    def _supervise(self) -> None:
-        """Start the edge, relay its status, start it again after a crash (with back-off)."""
+    async def run(self, component: Component) -> None:
+        """Run the edge; start it again after a crash (with back-off); until stopped."""
         backoff = Backoff(first=RESTART_MIN_S, most=RESTART_MAX_S)
+        self._component = component
         while not self._stopping.is_set():
             started = time.monotonic()
-            code = self._run_once()
+            code = await self._run_once()
             self.connected.clear()
             if self._stopping.is_set():
                 return
@@ -143,35 +126,54 @@ class EdgeProcess:
             if time.monotonic() - started > 60:
                 backoff.reset()
             delay = backoff.next()
+            component.crash(f"the edge process exited with {code}")
             log.error("edge process exited with %s; starting it again in %.1f s", code, delay)
-            if self._stopping.wait(delay):
-                return
+            await asyncio.sleep(delay)
 
-    def _run_once(self) -> int | None:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ingest.edge"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            cwd=Path(__file__).resolve().parents[1],
+    async def stop(self) -> None:
+        """Ask the edge to finish its group and disconnect; wait for it."""
+        self._stopping.set()
+        process = self._process
+        if process is not None and process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            await self._wait_or_kill(process)
+        self.connected.clear()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Block until the edge is connected and subscribed, or the timeout passes."""
+        return self.connected.wait(timeout)
+
+    async def _run_once(self) -> int | None:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ingest.edge",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=_PROJECT,
         )
         assert process.stdin is not None and process.stdout is not None
-        with self._changed:
-            self._process = process
-            self._changed.notify_all()
-        with contextlib.suppress(BrokenPipeError):  # died at once: its exit code says why
-            process.stdin.write(self._config.to_json().encode() + b"\n")
-            process.stdin.flush()
-        for line in process.stdout:
-            self._status(line.decode().split())
+        self._process = process
         try:
-            return process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ConnectionError):  # died at once: its exit code says why
+                process.stdin.write(self._config.to_json().encode() + b"\n")
+                await process.stdin.drain()
+            async for line in process.stdout:
+                self._status(line.decode().split())
+            return await process.wait()
+        finally:
+            if process.returncode is None:  # cancelled: the edge must not outlive its task
+                process.send_signal(signal.SIGTERM)
+                await asyncio.shield(self._wait_or_kill(process))
+            process.stdin.close()
+
+    async def _wait_or_kill(self, process: asyncio.subprocess.Process) -> None:
+        try:
+            await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
             log.error("edge process did not stop within %.0f s; killing it", STOP_TIMEOUT_S)
             process.kill()
-            return process.wait()
-        finally:
-            process.stdin.close()
-            process.stdout.close()
+            await process.wait()
 
     def _status(self, words: list[str]) -> None:
         match words:
@@ -183,17 +185,26 @@ class EdgeProcess:
                 if int(group):
                     self.fault = None
                     self._metrics.commit_batch.set(int(group))
+                    self._tell("progress")
             case ["fault", *reason]:  # the raw spool refused a group: nothing was acknowledged
                 self.fault = " ".join(reason)
+                self._tell("fault", f"the raw spool cannot be written: {self.fault}")
             case ["up"]:
                 self.connected.set()
+                self._tell("progress")
             case ["down"]:
                 self.connected.clear()
+                self._tell("failing", "lost the broker")
             case _:
                 log.warning("edge process said %r", " ".join(words))
+
+    def _tell(self, how: str, *reason: str) -> None:
+        """Report to the task's component, if it runs under one."""
+        if self._component is not None:
+            getattr(self._component, how)(*reason)
 
     @property
     def pid(self) -> int | None:
         """The edge process's pid while it runs."""
         process = self._process
-        return process.pid if process is not None and process.poll() is None else None
+        return process.pid if process is not None and process.returncode is None else None

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
 import time
 from collections.abc import Sequence
 
 import orjson
 
 from core.errors import StoreError
+from core.health import Component
 from core.journal import Journal
 from core.models import MAX_PAYLOAD_BYTES
 from core.points import Point
@@ -30,10 +31,12 @@ BACKOFF_MAX_S = 30.0
 
 
 class Forwarder:
-    """A thread that writes batches (by size and time) and retries with back-off.
+    """A task that writes batches (by size and time) and retries with back-off.
 
     The checkpoint advances only after a batch is stored, so a crash or an outage replays
-    from the last stored record; the store keeps a point written twice once.
+    from the last stored record; the store keeps a point written twice once. The store's
+    outage makes the service degraded, never unready: the spool holds the readings, and
+    alarms do not wait for the store.
     """
 
     def __init__(
@@ -53,88 +56,92 @@ class Forwarder:
         self._metrics = metrics
         self._batch_records = batch_records
         self._linger_s = linger_s
-        self._backoff_min, self._backoff_max = backoff_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._backoff_s = backoff_s
         self.store_healthy = True
 
-    def start(self) -> None:
-        """Start forwarding."""
-        self._thread = threading.Thread(target=self._loop, name="spool-forward", daemon=True)
-        self._thread.start()
-
-    def stop(self, drain_timeout: float = 10.0) -> None:
-        """Forward what is spooled (while the store takes it, up to a timeout), then stop."""
-        deadline = time.monotonic() + drain_timeout
-        while (
-            self.store_healthy
-            and self._spool.checkpoint_lsn < self._spool.committed_lsn
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.02)
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self._backoff_max + 5)
-            self._thread = None
-
-    def _loop(self) -> None:
+    async def run(self, component: Component) -> None:
+        """Forward for ever (until cancelled)."""
+        component.backlog = lambda: self._spool.committed_lsn - self._spool.checkpoint_lsn
         reader = self._spool.reader(self._spool.checkpoint_lsn)
         try:
-            while not self._stop.is_set():
-                if not self._spool.wait_beyond(reader.last_lsn, timeout=0.5):
-                    self._update_lag()
-                    continue
+            while True:
                 if self._spool.committed_lsn - reader.last_lsn < self._batch_records:
-                    self._stop.wait(self._linger_s)  # let a fuller batch gather
-                batch = reader.next_batch(self._batch_records)
-                if batch and not self._forward(batch):
-                    return
+                    await asyncio.sleep(self._linger_s)  # let a fuller batch gather
+                batch = await asyncio.to_thread(reader.next_batch, self._batch_records)
+                if batch:
+                    await self._forward(batch, component)
+                component.progress()
                 self._update_lag()
         finally:
             reader.close()
 
-    def _forward(self, batch: list[tuple[int, bytes]]) -> bool:
-        """Store one batch; False when stopping before it could be stored."""
-        points: list[Point] = []
-        letters: list[tuple[int, DeadLetter]] = []
+    async def drain(self, within_s: float) -> None:
+        """Wait until the store has everything spooled, while it takes it (at shutdown)."""
+        deadline = time.monotonic() + within_s
+        while True:
+            behind = self._spool.checkpoint_lsn < self._spool.committed_lsn
+            if not (behind and self.store_healthy) or time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(0.02)
+
+    async def _forward(self, batch: list[tuple[int, bytes]], component: Component) -> None:
+        """Store one batch, retrying until it is stored."""
         records = [decode(body) for _, body in batch]
-        for (lsn, _), record in zip(batch, records, strict=True):
-            points.extend(record.points)
-            if record.dead_letter is not None:
-                letters.append((lsn, record.dead_letter))
-        if not self._write_with_retry(points, letters, records):
-            return False
+        points = [point for record in records for point in record.points]
+        letters = [
+            (lsn, record.dead_letter)
+            for (lsn, _), record in zip(batch, records, strict=True)
+            if record.dead_letter is not None
+        ]
+        await self._write_with_retry(points, letters, records, component)
+        await asyncio.to_thread(self._done, batch[-1][0], letters)
+        self._metrics.stored.inc(len(points))
+
+    def _done(self, lsn: int, letters: list[tuple[int, DeadLetter]]) -> None:
         if letters:
             self._dead_letters.add_many(letters)
-        self._spool.set_checkpoint(batch[-1][0])
-        self._metrics.stored.inc(len(points))
-        return True
+        self._spool.set_checkpoint(lsn)
 
-    def _write_with_retry(
+    async def _write_with_retry(
         self,
         points: list[Point],
         letters: list[tuple[int, DeadLetter]],
         records: list[SpoolRecord],
-    ) -> bool:
-        backoff = Backoff(first=self._backoff_min, most=self._backoff_max)
+        component: Component,
+    ) -> None:
+        backoff = Backoff(*self._backoff_s)
         while True:
+            component.busy()
             try:
-                self._sink.write(points)
+                await asyncio.to_thread(self._write, points, letters, records)
                 self.store_healthy = True
-                return True
+                return
             except StoreError as exc:
                 self._metrics.store_errors.inc()
-                if not exc.retryable:
-                    if self._write_one_by_one(records, letters):
-                        return True
-                    exc = StoreError(
-                        "the store failed while points went one by one", retryable=True
-                    )
                 self.store_healthy = False
                 delay = backoff.next()
+                component.failing(f"store {self._sink.name}: {exc}")
                 log.warning("store %s: %s; retrying in %.1f s", self._sink.name, exc, delay)
-            if self._stop.wait(delay):
-                return False
+            finally:
+                component.idle()
+            await asyncio.sleep(delay)
+
+    def _write(
+        self,
+        points: list[Point],
+        letters: list[tuple[int, DeadLetter]],
+        records: list[SpoolRecord],
+    ) -> None:
+        """One attempt; a refused batch goes point by point. Raises StoreError to retry."""
+        try:
+            self._sink.write(points)
+        except StoreError as exc:
+            if exc.retryable:
+                raise
+            if not self._write_one_by_one(records, letters):
+                raise StoreError(
+                    "the store failed while points went one by one", retryable=True
+                ) from exc
 
     def _write_one_by_one(
         self, records: Sequence[SpoolRecord], letters: list[tuple[int, DeadLetter]]
@@ -151,21 +158,14 @@ class Forwarder:
             except StoreError as exc:
                 if exc.retryable:
                     return False
-                log.error("store refused a %s point of %s: %s", point.measurement, point.tags, exc)
-                # The message itself is not kept past the raw spool: the point stands for it.
-                wire = orjson.dumps(point.to_wire())
-                letter = DeadLetter(
-                    received_ms=record.received_ms,
-                    topic=f"store:{point.measurement}",
-                    reason=Reason.STORE_REJECTED,
-                    detail=str(exc)[:300],
-                    payload=wire[:MAX_PAYLOAD_BYTES],
-                    size=len(wire),
-                    institution=point.tags.get("institution"),
-                    device=point.tags.get("device"),
+                log.warning(
+                    "dead letter (%s) device=%s: a %s point refused: %s",
+                    Reason.STORE_REJECTED,
+                    point.tags.get("device"),
+                    point.measurement,
+                    exc,
                 )
-                # A negative key keeps these apart from spool LSNs and is stable across replays.
-                refused.append((-(digest(letter.payload) >> 2), letter))
+                refused.append(_refused(record, point, exc))
         letters.extend(refused)
         self._metrics.dead_lettered.labels(Reason.STORE_REJECTED).inc(len(refused))
         return True
@@ -173,3 +173,21 @@ class Forwarder:
     def _update_lag(self) -> None:
         self._metrics.store_lag_records.set(self._spool.committed_lsn - self._spool.checkpoint_lsn)
         self._metrics.store_lag_seconds.set(self._spool.lag_seconds())
+
+
+def _refused(record: SpoolRecord, point: Point, exc: StoreError) -> tuple[int, DeadLetter]:
+    """A point the store refused, kept as a dead letter (the message is not kept past the raw
+    spool: the point stands for it)."""
+    wire = orjson.dumps(point.to_wire())
+    letter = DeadLetter(
+        received_ms=record.received_ms,
+        topic=f"store:{point.measurement}",
+        reason=Reason.STORE_REJECTED,
+        detail=str(exc)[:300],
+        payload=wire[:MAX_PAYLOAD_BYTES],
+        size=len(wire),
+        institution=point.tags.get("institution"),
+        device=point.tags.get("device"),
+    )
+    # A negative key keeps these apart from spool LSNs and is stable across replays.
+    return -(digest(letter.payload) >> 2), letter

@@ -6,18 +6,23 @@
 
 The edge process (ingest/edge.py) keeps the network loop away from this interpreter, so that
 receiving, which is most of the work, has a core of its own. Listeners (presence, alerts) see
-each message as soon as it is durable, without waiting for the store.
+each message as soon as it is durable, without waiting for the store. Each is a task of the
+supervisor (hazardwatch/supervisor.py); the digester, which parses, has a thread of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+from core.health import Component, TaskSpec
 from core.journal import Journal, JournalReader
 from core.ports import TimeSeriesSink
 from core.registry.directory import DeviceDirectory
@@ -47,7 +52,7 @@ RESTAMP_REACH_MS = 1000
 
 
 class IngestStage:
-    """Owns the edge process and the threads of ingestion; start() and stop(), once each."""
+    """Owns the edge process, the digester and the forwarder; the supervisor runs their tasks."""
 
     def __init__(
         self,
@@ -61,9 +66,11 @@ class IngestStage:
         prefix: str = DEFAULT_PREFIX,
         receive_maximum: int | None = RECEIVE_MAXIMUM,
         metrics: IngestMetrics | None = None,
+        spool_max_bytes: int | None = None,
     ) -> None:
         self.metrics = metrics or IngestMetrics()
-        self.spool = Journal(data_dir / "spool")
+        # The points spool and the raw spool share the cap: both are ingest's disk.
+        self.spool = Journal(data_dir / "spool", max_bytes=spool_max_bytes)
         self.dead_letters = DeadLetterStore(data_dir / "deadletters.sqlite")
         self.sink = sink
         self.directory = directory
@@ -80,16 +87,18 @@ class IngestStage:
             metrics=self.metrics,
             mqtt5=mqtt5,
             receive_maximum=receive_maximum,
+            spool_max_bytes=spool_max_bytes,
         )
         self.digested_lsn = 0
         # Called after each digested batch, before it is written on: the alert stage makes
-        # sure the batch's alert changes are stored, so a crash cannot skip them.
+        # sure the batch's alert changes are durable, so a crash cannot skip them.
         self.barriers: list[Callable[[], None]] = []
         # Last receive time (epoch s) of each device in the spool's tail, found by `recover`.
         self.recovered_seen: dict[str, float] = {}
         self._recovered = False
         self._stop = threading.Event()
-        self._digester: threading.Thread | None = None
+        self._digester = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digester")
+        self._digesting: asyncio.Future[None] | None = None
 
     def recover(self) -> None:
         """Read the spool's tail: redeliveries to recognise, the last raw LSN digested."""
@@ -97,26 +106,47 @@ class IngestStage:
             self.digested_lsn = self._prime_dedupe()
             self._recovered = True
 
-    def start(self) -> None:
-        """Recover, then start storing, digesting and receiving."""
-        self.recover()
-        self.forwarder.start()
-        self.source.start()
-        self._digester = threading.Thread(target=self._digest_loop, name="digester")
-        self._digester.start()
+    def tasks(self) -> list[TaskSpec]:
+        """The loops of ingestion, for the supervisor."""
+        return [
+            TaskSpec("edge", self.source.run),
+            # CPU-bound parsing keeps a thread of its own; its state (duplicates seen, stamps
+            # given) cannot be trusted after a crash: the service restarts from the spools.
+            TaskSpec("digester", self.run_digester, fatal=True),
+            # Its outage is the store's: readings wait in the spool, alarms do not wait at all.
+            TaskSpec("forwarder", self.forwarder.run, depends_on="the time-series store"),
+        ]
 
-    def stop(self) -> None:
+    async def run_digester(self, component: Component) -> None:
+        """The digester's thread, until cancelled (then it finishes its batch first)."""
+        self.recover()
+        component.backlog = lambda: self.source.committed_lsn - self.digested_lsn
+        loop = asyncio.get_running_loop()
+        self._digesting = loop.run_in_executor(self._digester, self._digest_loop, component)
+        try:
+            await asyncio.shield(self._digesting)
+        except asyncio.CancelledError:
+            self._stop.set()
+            await self._digesting
+            raise
+
+    async def shutdown(self) -> None:
         """Stop receiving, digest what is durable, forward what the store takes."""
-        self.source.stop()
+        await self.source.stop()
         end = self.source.committed_lsn
         deadline = time.monotonic() + 30
         while self.digested_lsn < end and time.monotonic() < deadline:
-            time.sleep(0.01)
+            if self._digesting is None or self._digesting.done():
+                break
+            await asyncio.sleep(0.01)
         self._stop.set()
-        if self._digester is not None:
-            self._digester.join()
-            self._digester = None
-        self.forwarder.stop()
+        if self._digesting is not None:
+            with contextlib.suppress(Exception):  # a crash was reported when it happened
+                await self._digesting
+        await self.forwarder.drain(10.0)
+
+    def close(self) -> None:
+        """Release files and connections (after the tasks have ended)."""
         m = self.metrics
         log.info(
             "ingest stopped: received %d, accepted %d, duplicates %d, dead letters %d, "
@@ -128,21 +158,18 @@ class IngestStage:
             m.total("hazardwatch_points_stored_total"),
             self.pending,
         )
+        self._digester.shutdown(wait=True)
         self.spool.close()
         self.sink.close()
         self.dead_letters.close()
 
-    @property
-    def running(self) -> bool:
-        """True between start() and stop()."""
-        return self._digester is not None
-
-    def _digest_loop(self) -> None:
+    def _digest_loop(self, component: Component) -> None:
         """Turn durable raw records, in order, into points-spool records and dead letters."""
         reader = JournalReader(self.source, self.digested_lsn)
         next_size_at = 0.0
         try:
             while not self._stop.is_set():
+                component.progress()
                 if not self.source.wait_beyond(reader.last_lsn, timeout=0.25):
                     continue
                 batch: list[tuple[int, bytes | DeadLetter]] = []
@@ -151,15 +178,12 @@ class IngestStage:
                     batch = sorted(self._oversized(reader.oversized) + batch, key=lambda r: r[0])
                     reader.oversized.clear()
                 if batch:
-                    self._digest(batch)
+                    self._digest(batch, component)
                     self.digested_lsn = batch[-1][0]
                     self.source.release_through(self.digested_lsn)  # now in the points spool
                 if time.monotonic() >= next_size_at:
                     self.metrics.spool_bytes.set(self.spool.size_bytes() + self.source.size_bytes())
                     next_size_at = time.monotonic() + 1.0
-        except Exception:  # the service cannot go on without its digester: say so loudly
-            log.critical("the digester stopped", exc_info=True)
-            raise
         finally:
             reader.close()
 
@@ -175,7 +199,9 @@ class IngestStage:
             letters.append((raw_lsn, letter))
         return letters
 
-    def _digest(self, batch: Sequence[tuple[int, bytes | DeadLetter]]) -> None:
+    def _digest(
+        self, batch: Sequence[tuple[int, bytes | DeadLetter]], component: Component
+    ) -> None:
         bodies: list[bytes] = []
         letters: list[tuple[int, DeadLetter]] = []  # index in bodies, dead letter
         handle = self.receiver.handle
@@ -193,9 +219,11 @@ class IngestStage:
         for barrier in self.barriers:
             barrier()
         if bodies:
-            self._persist(bodies, letters)
+            self._persist(bodies, letters, component)
 
-    def _persist(self, bodies: list[bytes], letters: list[tuple[int, DeadLetter]]) -> None:
+    def _persist(
+        self, bodies: list[bytes], letters: list[tuple[int, DeadLetter]], component: Component
+    ) -> None:
         """Append to the points spool, retrying while the disk refuses (full, read-only…).
 
         The messages are digested already (listeners told, duplicates remembered), so the
@@ -209,6 +237,7 @@ class IngestStage:
                 break
             except OSError as exc:
                 delay = backoff.next()
+                component.fault(f"the points spool cannot be written: {exc}")
                 log.error("cannot write the points spool: %s; retrying in %.1f s", exc, delay)
                 if self._stop.wait(delay):
                     raise

@@ -1,15 +1,16 @@
 """The ledger's work: tickets from alerts by policy, from people by hand, the loop, escalation.
 
-Alert changes come from the alert writer's thread (after they are stored), people's steps
-from the API, the clock's from a timer. One lock orders them within a process; the database's
-unique keys order two processes (a ticket opened by the other one is found and attached to).
+Alert changes come from the event log (tickets/consumer.py), people's steps from the API, the
+clock's from a timer. One lock orders them within a process; the database's unique keys order
+two processes (a ticket opened by the other one is found and attached to). Every change is
+written with its event for the log (tickets/store.py); nothing here tells anyone directly.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -29,25 +30,21 @@ from tickets.models import (
     TicketStatus,
 )
 from tickets.policy import Policy, Rule
-from tickets.store import DuplicateTicketError, TicketQuery, TicketStore, Trigger
+from tickets.store import DuplicateTicketError, TicketStore, Trigger
 
 log = logging.getLogger(__name__)
 
 InstitutionLookup = Callable[[str], Institution | None]
-AlertStateLookup = Callable[[str], AlertState | None]  # None: not known as open
-Listener = Callable[[TicketChange], None]
 
 # Alert changes that mean "the condition is there".
 _PRESENT = frozenset({AlertAction.RAISED, AlertAction.REACTIVATED, AlertAction.SEVERITY})
-_HOLDS = frozenset({AlertState.ACTIVE, AlertState.ACKNOWLEDGED})
-_GONE = frozenset({AlertState.CLEARED, AlertState.RESOLVED})
-_SENSED = frozenset({TicketAction.OPENED, TicketAction.ATTACHED, TicketAction.CLEARED})
+_HOLDS = frozenset({AlertState.ACTIVE.value, AlertState.ACKNOWLEDGED.value})
 _UNTOUCHED = frozenset({TicketStatus.OPEN, TicketStatus.ASSIGNED})  # nobody worked on it yet
 UNASSIGNED = "未指定"
 
 
 class Ledger:
-    """Opens, attaches, moves and escalates tickets; tells listeners of every change."""
+    """Opens, attaches, moves and escalates tickets."""
 
     def __init__(
         self,
@@ -55,33 +52,27 @@ class Ledger:
         policy: Policy,
         institutions: InstitutionLookup,
         clock: Clock | None = None,
-        alert_state: AlertStateLookup | None = None,
     ) -> None:
         self.store = store
-        self._alert_state = alert_state or (lambda _alert_id: None)
         self.policy = policy
         self._institutions = institutions
         self._clock = clock or SystemClock()
         self._lock = threading.RLock()
-        self._listeners: list[Listener] = []
 
     def now(self) -> datetime:
         """The ledger's clock."""
         return self._clock.now()
 
-    def add_listener(self, listener: Listener) -> None:
-        """Be told of every stored change, in order."""
-        self._listeners.append(listener)
-
     # ------------------------------------------------------------------ from alerts
 
     def on_alert(self, change: AlertChange) -> None:
-        """One stored alert change (the alert writer's listener)."""
+        """One alert change from the event log, in order; again after a crash is harmless."""
         alert = change.alert
         rule = self.policy.rule(alert.kind)
-        if rule is None:
+        if rule is None or change.action is AlertAction.REPEATED:
             return
         with self._lock:
+            self.store.note_alert_state(alert.id, alert.state.value)
             if change.action in _PRESENT and alert.state is not AlertState.RESOLVED:
                 if rule.delay.total_seconds() == 0:
                     self._open_or_attach(alert, rule)
@@ -93,61 +84,6 @@ class Ledger:
             ):  # the condition went away (a person resolving an alert says nothing of it)
                 self.store.drop_trigger(alert.id)
                 self._condition_gone(alert.id, alert.kind, rule)
-
-    def reconcile(self, open_alerts: Iterable[Alert]) -> int:
-        """Catch up with alert changes this ledger missed, from the alerts as they are now.
-
-        A change can be missed when the database failed while it was handled, or when the
-        process stopped between storing an alert and handling it (the queue is in memory).
-        Then: an alert that holds gets its ticket (or, for a rule with a delay, its trigger,
-        counted from when it was raised or last cleared); a trigger whose alert no longer
-        holds is dropped; a ticket nobody has worked on, whose alerts are all cleared or
-        resolved and which has not recorded that, goes the way of a cleared condition.
-        Idempotent. Returns how many of these it did.
-        """
-        done = 0
-        with self._lock:
-            holding: set[str] = set()
-            for alert in open_alerts:
-                rule = self.policy.rule(alert.kind)
-                if rule is None or alert.state not in _HOLDS:
-                    continue
-                holding.add(alert.id)
-                if self.store.ticket_of_alert(alert.id) is not None:
-                    continue
-                if rule.delay.total_seconds() == 0:
-                    done += self._open_or_attach(alert, rule) is not None
-                else:
-                    # From when it was raised or came back (not before it last cleared).
-                    due = max(alert.raised_at, alert.cleared_at or alert.raised_at) + rule.delay
-                    trigger = Trigger(alert.id, due, alert.model_dump(mode="json"))
-                    done += self.store.add_trigger(trigger)
-            for alert_id in self.store.trigger_ids() - holding:
-                if self._alert_state(alert_id) not in _HOLDS:
-                    done += self.store.drop_trigger(alert_id)
-            untouched = TicketQuery(
-                statuses=[s.value for s in _UNTOUCHED], sources=[TicketSource.SENSOR.value]
-            )
-            for ticket in self.store.search(untouched, limit=None):
-                if any(a in holding for a in ticket.alert_ids) or not ticket.alert_ids:
-                    continue
-                states = [self._alert_state(a) for a in ticket.alert_ids]
-                if any(state not in _GONE for state in states):
-                    continue  # unknown: no evidence that the condition went away
-                last = [e.action for e in self.store.events(ticket.id) if e.action in _SENSED]
-                kind, rule = self._rule_of(ticket.category)
-                if last and last[-1] is not TicketAction.CLEARED and rule is not None:
-                    self._condition_gone(ticket.alert_ids[-1], kind, rule)
-                    done += 1
-        if done:
-            log.warning("ledger caught up with %d missed alert changes", done)
-        return done
-
-    def _rule_of(self, category: str) -> tuple[str, Rule | None]:
-        for kind, rule in self.policy.rules.items():
-            if rule.category == category:
-                return kind, rule
-        return category, None
 
     def _open_or_attach(self, alert: Alert, rule: Rule) -> Ticket | None:
         """The ticket of the alert's device and category, opened or with the alert attached."""
@@ -164,7 +100,6 @@ class Ledger:
                 if self.store.ticket_of_alert(alert.id) is not None:
                     return None
                 continue
-            self._tell(change)
             return change.ticket
         log.error("could not open or find the ticket for alert %s", alert.id)
         return None
@@ -244,7 +179,7 @@ class Ledger:
         evidence = [Evidence(name=f"alert {alert_id}: condition cleared at {now.isoformat()}")]
         note = f"传感器显示已恢复 / the sensor shows the condition cleared ({kind})"
         others = [a for a in ticket.alert_ids if a != alert_id]
-        still = any(self._alert_state(a) in _HOLDS for a in others)
+        still = any(state in _HOLDS for state in self.store.alert_states(others).values())
         if still or ticket.status not in _UNTOUCHED or rule.when_cleared == "keep":
             self._change(
                 ticket.id,
@@ -374,7 +309,6 @@ class Ledger:
                 raise InvalidTransitionError(
                     f"device {device} has an open {category} ticket already"
                 ) from None
-            self._tell(change)
         return ticket
 
     def act(
@@ -419,14 +353,4 @@ class Ledger:
         make: Callable[[Ticket], TicketChange | None],
         new_alert: str | None = None,
     ) -> TicketChange | None:
-        change = self.store.change(ticket_id, make, new_alert)
-        if change is not None:
-            self._tell(change)
-        return change
-
-    def _tell(self, change: TicketChange) -> None:
-        for listener in self._listeners:
-            try:
-                listener(change)
-            except Exception:  # one failing listener must not stop the ledger
-                log.exception("ticket listener %r failed on %s", listener, change.ticket.id)
+        return self.store.change(ticket_id, make, new_alert)

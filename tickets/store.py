@@ -1,4 +1,8 @@
-"""The ledger in the SQL database: tickets, the alerts behind them, the audit trail, triggers."""
+"""The ledger in the SQL database: tickets, the alerts behind them, the audit trail, triggers.
+
+Every change writes its event for the event log into `ticket_outbox` in the same transaction;
+the relay (tickets/relay.py) moves it to the log, so no change is lost between the two.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,30 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, and_, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    RowMapping,
+    and_,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from core.errors import NotFoundError
+from tickets.events import ticket_body
 from tickets.models import Ticket, TicketChange, TicketEvent, TicketStatus
-from tickets.tables import ticket_alerts, ticket_events, ticket_triggers, tickets
+from tickets.tables import (
+    ticket_alerts,
+    ticket_events,
+    ticket_outbox,
+    ticket_triggers,
+    tickets,
+)
 
 # "Not closed" spelled as the open statuses: an index on (status, due_at) serves IN, not !=.
 OPEN_STATUSES = [s.value for s in TicketStatus if s is not TicketStatus.CLOSED]
@@ -82,6 +104,8 @@ class TicketStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # Called after each committed change (the relay wakes up); must not block.
+        self.after_commit: Callable[[], None] = lambda: None
 
     # ------------------------------------------------------------------ writes
 
@@ -96,11 +120,10 @@ class TicketStore:
             with self.engine.begin() as connection:
                 connection.execute(insert(tickets).values(_row(ticket)))
                 self._attach(connection, ticket.id, ticket.alert_ids, change.event.at)
-                connection.execute(
-                    insert(ticket_events).values(_event_row(ticket.id, change.event))
-                )
+                self._record(connection, change)
         except IntegrityError as exc:
             raise DuplicateTicketError(str(exc.orig)) from None
+        self.after_commit()
 
     def change(
         self,
@@ -135,14 +158,29 @@ class TicketStore:
                 connection.execute(
                     update(tickets).where(tickets.c.id == ticket_id).values(_row(change.ticket))
                 )
-                connection.execute(
-                    insert(ticket_events).values(_event_row(ticket_id, change.event))
-                )
+                self._record(connection, change)
         except IntegrityError:
             if new_alert is None:
                 raise
             return None
+        self.after_commit()
         return change
+
+    def _record(self, connection: Connection, change: TicketChange) -> None:
+        """The audit line, and the event for the log (in the caller's transaction)."""
+        done = connection.execute(
+            insert(ticket_events).values(_event_row(change.ticket.id, change.event))
+        )
+        key = done.inserted_primary_key
+        assert key is not None
+        event_id = int(key[0])
+        connection.execute(
+            insert(ticket_outbox).values(
+                ticket_id=change.ticket.id,
+                institution=change.ticket.institution,
+                body=ticket_body(change, event_id),
+            )
+        )
 
     def _attach(
         self, connection: Connection, ticket_id: str, alert_ids: Sequence[str], at: datetime
@@ -150,8 +188,47 @@ class TicketStore:
         if alert_ids:
             connection.execute(
                 insert(ticket_alerts),
-                [{"alert_id": a, "ticket_id": ticket_id, "attached_at": at} for a in alert_ids],
+                [
+                    {"alert_id": a, "ticket_id": ticket_id, "attached_at": at, "state": "active"}
+                    for a in alert_ids
+                ],
             )
+
+    def note_alert_state(self, alert_id: str, state: str) -> None:
+        """What the log last said of an attached alert's state (nothing if not attached)."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(ticket_alerts)
+                .where(ticket_alerts.c.alert_id == alert_id)
+                .where(or_(ticket_alerts.c.state.is_(None), ticket_alerts.c.state != state))
+                .values(state=state)
+            )
+
+    def alert_states(self, alert_ids: Sequence[str]) -> dict[str, str | None]:
+        """The last known state of attached alerts."""
+        if not alert_ids:
+            return {}
+        query = select(ticket_alerts.c.alert_id, ticket_alerts.c.state).where(
+            ticket_alerts.c.alert_id.in_(list(alert_ids))
+        )
+        with self.engine.connect() as connection:
+            return {row[0]: row[1] for row in connection.execute(query)}
+
+    def tickets_of_alerts(self, alert_ids: Sequence[str]) -> dict[str, str]:
+        """The ticket of each alert that has one (the alert's `ticket_id`)."""
+        if not alert_ids:
+            return {}
+        query = select(ticket_alerts.c.alert_id, ticket_alerts.c.ticket_id).where(
+            ticket_alerts.c.alert_id.in_(list(alert_ids))
+        )
+        with self.engine.connect() as connection:
+            return {row[0]: row[1] for row in connection.execute(query)}
+
+    def pending_events(self) -> list[dict[str, Any]]:
+        """Ticket events not yet moved to the event log, oldest first."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(ticket_outbox.c.body).order_by(ticket_outbox.c.id))
+            return [row[0] for row in rows]
 
     def add_trigger(self, trigger: Trigger) -> bool:
         """Remember an alert that opens a ticket later; False if it was remembered already."""

@@ -71,6 +71,9 @@ ticket_alerts = Table(
     Column("alert_id", String(32), primary_key=True),
     Column("ticket_id", String(32), nullable=False),
     Column("attached_at", UtcDateTime(), nullable=False),
+    # The alert's state as the ledger last saw it on the event log: whether the condition
+    # behind a ticket still holds, without asking the alert engine.
+    Column("state", String(16)),
     Index("ix_ticket_alerts_ticket", "ticket_id"),
 )
 
@@ -97,4 +100,16 @@ ticket_triggers = Table(
     Column("alert_id", String(32), primary_key=True),
     Column("due_at", UtcDateTime(), nullable=False, index=True),
     Column("alert", JSON, nullable=False),
+)
+
+# Ticket changes not yet on the event log: written in the transaction of the change, moved to
+# the log and deleted by the relay (tickets/relay.py). A crash between the two repeats an
+# event; its `event_id` tells the repeat.
+ticket_outbox = Table(
+    "ticket_outbox",
+    metadata,
+    Column("id", _ROW_ID, primary_key=True, autoincrement=True),
+    Column("ticket_id", String(32), nullable=False),
+    Column("institution", String(64), nullable=False),
+    Column("body", JSON, nullable=False),
 )

@@ -48,7 +48,7 @@ def list_alerts(
                 states.append(part)
             elif part:
                 raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"no state {part!r}")
-    return _stage(context).store.search(
+    found = _stage(context).store.search(
         states=states,
         institutions=narrow([institution] if institution else None, scope(context, user)),
         kind=kind.value if kind else None,
@@ -56,6 +56,7 @@ def list_alerts(
         limit=limit,
         offset=offset,
     )
+    return _with_tickets(context, found)
 
 
 @router.get("/{alert_id}")
@@ -63,6 +64,7 @@ def get_alert(alert_id: str, context: ContextDep, user: CurrentUser) -> AlertDet
     """One alert with its history, oldest first."""
     stage = _stage(context)
     alert = _visible(context, user, stage.engine.get(alert_id), alert_id)
+    (alert,) = _with_tickets(context, [alert])
     history = [HistoryPublic.model_validate(entry) for entry in stage.store.history(alert_id)]
     return AlertDetail(**alert.model_dump(exclude={"escalation_level"}), history=history)
 
@@ -81,6 +83,14 @@ def resolve(
 ) -> Alert:
     """Resolve an acknowledged or cleared alert, with an optional note."""
     return _act(context, alert_id, user, body, resolve=True)
+
+
+def _with_tickets(context: ContextDep, found: list[Alert]) -> list[Alert]:
+    """The alerts with `ticket_id` filled in from the ledger (its alert-to-ticket table)."""
+    if context.tickets is None or not found:
+        return found
+    links = context.tickets.store.tickets_of_alerts([a.id for a in found])
+    return [a.model_copy(update={"ticket_id": links.get(a.id)}) for a in found]
 
 
 def _visible(context: ContextDep, user: User, alert: Alert | None, alert_id: str) -> Alert:
@@ -106,3 +116,7 @@ def _act(
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except InvalidTransitionError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    except OSError as exc:  # the event log cannot be written: nothing was recorded
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, f"the change could not be recorded: {exc}"
+        ) from None

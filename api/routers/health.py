@@ -12,27 +12,40 @@ from api.deps import ContextDep
 
 router = APIRouter()
 
+CHECK_TIMEOUT_S = 3.0
+REQUIRED = ("broker",)  # without it no alarm comes in; the others the service rides out
+
 
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
-    """200 while the process is up."""
+    """200 while the process is up (liveness only: restart it if this fails)."""
     return {"status": "ok"}
 
 
 @router.get("/readyz")
 async def readyz(context: ContextDep) -> JSONResponse:
-    """200 when broker, time-series store and database are reachable."""
-    results = {}
+    """200 while alarms can flow: the broker is connected and no critical part of the service
+    is stuck or failed. `status` says `degraded` when something is wrong that the service
+    rides out (the time-series store or the SQL database away, a webhook refusing); every
+    component is listed with its state, its last progress and its backlog."""
+    checks = {}
     for name, check in context.readiness.items():
         try:
-            results[name] = await asyncio.wait_for(asyncio.to_thread(check), timeout=3.0)
+            checks[name] = await asyncio.wait_for(asyncio.to_thread(check), CHECK_TIMEOUT_S)
         except Exception:  # noqa: BLE001 - a failing check is a "no", not an error
-            results[name] = False
-    ready = all(results.values())
-    return JSONResponse({"ready": ready, "checks": results}, status_code=200 if ready else 503)
+            checks[name] = False
+    components_ready, status, components = context.health.report()
+    ready = components_ready and all(checks.get(name, True) for name in REQUIRED)
+    if not ready:
+        status = "unready"
+    elif status == "ok" and not all(checks.values()):
+        status = "degraded"
+    body = {"ready": ready, "status": status, "checks": checks, "components": components}
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 @router.get("/metrics")
 async def metrics(context: ContextDep) -> Response:
-    """Prometheus text format."""
-    return Response(generate_latest(context.metrics), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus text format (collected in a worker thread: collectors may block)."""
+    text = await asyncio.to_thread(generate_latest, context.metrics)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)

@@ -1,18 +1,31 @@
-"""The live stream: alert and ticket changes as Server-Sent Events (contract section 5)."""
+"""The live stream: alert and ticket changes as Server-Sent Events (contract section 5).
+
+Each event's id is its position in the event log. A client that comes back with
+`Last-Event-ID` gets every event after it, exactly once, however long it was away — as long
+as the log still holds it (the retention, docs/configuration.md); if not, it first gets a
+`reset` event: reload the board, then follow.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+import orjson
+from fastapi import APIRouter, Header, HTTPException, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from api.deps import ContextDep, CurrentUser, scope
+from core.eventlog import LogEvent
+from core.ports import EventCursor, EventLog
 
 router = APIRouter(prefix="/api/v1", tags=["stream"])
 
-RETRY_MS = 2000  # browsers reconnect after this, sending Last-Event-ID to replay the gap
+RETRY_MS = 2000  # browsers reconnect after this, sending Last-Event-ID to resume
+BATCH = 200
+KEEPALIVE_S = 15.0  # a comment now and then: proxies and browsers keep the connection open
+WAIT_S = 1.0  # how often a quiet stream looks whether the service is shutting down
 
 
 @router.get("/stream", response_class=EventSourceResponse)
@@ -21,19 +34,53 @@ async def stream(
     user: CurrentUser,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> AsyncIterator[ServerSentEvent]:
-    """Events `alert` (and `ticket`): {action, at, actor, note, alert}; ids count up."""
-    last = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
-    visible = scope(context, user)
+    """Events `alert` ({action, at, actor, note, alert}) and `ticket` ({action, at, actor,
+    note, ticket, alert_id, …}); the id of each is its position in the event log."""
+    events = context.events
+    if events is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the event log is not open")
+    visible = await asyncio.to_thread(scope, context, user)
     mine = None if visible is None else frozenset(visible)
-    subscription = context.broadcaster.subscribe(last)
+    start, reset = _start(events, last_event_id)
+    cursor = events.cursor(start)
     try:
         yield ServerSentEvent(comment="hazardwatch stream", retry=RETRY_MS)
-        while True:
-            item = await subscription.queue.get()
-            if item is None:  # this client fell too far behind: it reconnects and replays
-                return
-            if mine is not None and item.institution not in mine:
-                continue  # another institution's: this user does not see it
-            yield ServerSentEvent(raw_data=item.data.decode(), event=item.event, id=str(item.id))
+        if reset is not None:
+            yield reset
+        quiet = 0.0
+        while not context.closing.is_set():
+            batch = await _next(cursor)
+            if not batch:
+                if not await events.wait_async(cursor.position, WAIT_S):
+                    quiet += WAIT_S
+                    if quiet >= KEEPALIVE_S:
+                        quiet = 0.0
+                        yield ServerSentEvent(comment="keep-alive")
+                continue
+            quiet = 0.0
+            for event in batch:
+                if mine is None or event.institution in mine:
+                    yield ServerSentEvent(
+                        raw_data=event.data.decode(), event=event.kind, id=str(event.position)
+                    )
     finally:
-        subscription.close()
+        cursor.close()
+
+
+def _start(events: EventLog, last_event_id: str | None) -> tuple[int, ServerSentEvent | None]:
+    """Where to begin: after the client's last event, or now; a reset if that is gone."""
+    head = events.head
+    if not last_event_id or not last_event_id.isdigit():
+        return head, None
+    last = int(last_event_id)
+    if last > head or last + 1 < events.first:
+        # Pruned, or a log that was replaced: what the client missed cannot be replayed.
+        body = {"first": events.first, "head": head, "last_event_id": last}
+        return head, ServerSentEvent(raw_data=orjson.dumps(body).decode(), event="reset")
+    return last, None
+
+
+async def _next(cursor: EventCursor) -> list[LogEvent]:
+    if cursor.from_memory():
+        return cursor.next_batch(BATCH)
+    return await asyncio.to_thread(cursor.next_batch, BATCH)

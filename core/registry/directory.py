@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import queue
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
+from core.health import Component
 from core.models import DeviceKind
 from core.registry.models import Device
 from core.registry.repository import RegistryRepository
 
 log = logging.getLogger(__name__)
+WRITE_EVERY_S = 0.5
 # Most devices use the default thresholds: they share one empty mapping.
 _NO_THRESHOLDS: Mapping[str, float] = MappingProxyType({})
 
@@ -43,15 +45,16 @@ class DeviceDirectory:
     """Known devices; unknown ones are added (auto-register) or refused.
 
     Auto-registrations take effect in memory at once and are written to the database by a
-    background thread, off the receive path.
+    task of the service, off the receive path; while the database is away they wait, at most
+    one entry per device.
     """
 
     def __init__(self, repository: RegistryRepository, *, auto_register: bool) -> None:
         self._repository = repository
         self.auto_register = auto_register
         self._devices: dict[str, DeviceInfo] = {}
-        self._pending: queue.SimpleQueue[Device | None] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
+        self._pending: dict[str, Device] = {}  # registered here, not yet in the database
+        self._pending_lock = threading.Lock()
 
     def load(self) -> int:
         """Read every device from the database; return how many."""
@@ -75,42 +78,44 @@ class DeviceDirectory:
         )
         info = self._devices[device_id] = _info(device)
         log.info("auto-registering device %s of institution %s", device_id, institution)
-        self._pending.put(device)
+        with self._pending_lock:
+            self._pending[device_id] = device
         return info
 
-    def start(self) -> None:
-        """Start the background writer."""
-        self._writer = threading.Thread(
-            target=self._write_loop, name="registry-writer", daemon=True
-        )
-        self._writer.start()
+    @property
+    def unwritten(self) -> int:
+        """Auto-registered devices not yet in the database."""
+        with self._pending_lock:
+            return len(self._pending)
 
-    def stop(self) -> None:
-        """Write what is pending and stop."""
-        if self._writer is not None:
-            self._pending.put(None)
-            self._writer.join(timeout=30)
-            self._writer = None
+    def write_pending(self) -> int:
+        """Store the auto-registered devices (blocking); how many. On failure they wait."""
+        with self._pending_lock:
+            batch, self._pending = self._pending, {}
+        if not batch:
+            return 0
+        try:
+            self._repository.add_auto_registered(batch.values())
+        except BaseException:
+            with self._pending_lock:
+                self._pending = batch | self._pending
+            raise
+        return len(batch)
 
-    def _write_loop(self) -> None:
-        stopping = False
-        while not stopping:
-            batch: list[Device] = []
-            item = self._pending.get()
-            while True:
-                if item is None:
-                    stopping = True
-                else:
-                    batch.append(item)
-                try:
-                    item = self._pending.get_nowait()
-                except queue.Empty:
-                    break
-            if batch:
-                try:
-                    self._repository.add_auto_registered(batch)
-                except Exception:  # the database may be down; the devices stay known in memory
-                    log.exception("could not store %d auto-registered devices", len(batch))
+    async def run_writer(self, component: Component) -> None:
+        """Write auto-registrations twice a second, until cancelled."""
+        component.backlog = lambda: self.unwritten
+        while True:
+            await asyncio.sleep(WRITE_EVERY_S)
+            component.busy()
+            try:
+                await asyncio.to_thread(self.write_pending)
+            except Exception as exc:  # noqa: BLE001 - the database may be down: they wait
+                component.failing(f"{type(exc).__name__}: {exc}")
+            else:
+                component.progress()
+            finally:
+                component.idle()
 
 
 def _info(device: Device) -> DeviceInfo:

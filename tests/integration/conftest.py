@@ -22,6 +22,7 @@ from ingest.sinks.influx_v1 import InfluxV1Sink
 from ingest.stage import IngestStage
 from tests.integration.sites import site_factory  # noqa: F401 - a fixture for the tests
 from tests.integration.webhooks import receiver  # noqa: F401 - a fixture for the tests
+from tests.running import Running
 from tests.servers import InfluxDB1, Mosquitto, MosquittoFactory, Postgres, require_binary
 
 
@@ -128,8 +129,8 @@ class StageFactory(Protocol):
 def stage_factory(
     tmp_path: Path, influxdb: InfluxDB1, influx_db: str, mqtt_topic_prefix: str
 ) -> Iterator[StageFactory]:
-    """Ingest stages on the test's topic prefix, stopped after the test."""
-    stages: list[IngestStage] = []
+    """Ingest stages on the test's topic prefix, running until the end of the test."""
+    stages: list[tuple[IngestStage, Running]] = []
 
     def make(
         broker: Mosquitto,
@@ -150,12 +151,13 @@ def stage_factory(
             client_id=f"hw-{uuid.uuid4().hex[:8]}",
             prefix=mqtt_topic_prefix,
         )
-        stage.start()
+        running = Running(stage.tasks(), stage.shutdown).start()
+        stages.append((stage, running))
         assert stage.source.wait_connected(10), "ingest did not connect to Mosquitto"
-        stages.append(stage)
         return stage
 
     yield make
-    for stage in stages:
-        if stage.running:
-            stage.stop()
+    for stage, running in stages:
+        running.stop()
+        stage.close()
+        assert running.error is None, f"the stage's tasks failed: {running.error!r}"

@@ -157,16 +157,24 @@ class StreamReader:
 
     def alert_changes(self) -> list[dict[str, Any]]:
         """The bodies of the `alert` events so far."""
-        return [body for _, event, body in self.events if event == "alert"]
+        return self.bodies("alert")
+
+    def bodies(self, kind: str) -> list[dict[str, Any]]:
+        """The bodies of the events of a kind (`alert`, `ticket`) so far."""
+        return [body for _, event, body in list(self.events) if event == kind]
 
     def wait_for(
-        self, matches: Callable[[dict[str, Any]], bool], what: str, timeout: float = 15.0
+        self,
+        matches: Callable[[dict[str, Any]], bool],
+        what: str,
+        timeout: float = 15.0,
+        kind: str = "alert",
     ) -> dict[str, Any]:
-        """The first `alert` event body that `matches`, waiting for it."""
+        """The first event body of `kind` that `matches`, waiting for it."""
         found: list[dict[str, Any]] = []
 
         def seen() -> bool:
-            found[:] = [body for body in self.alert_changes() if matches(body)]
+            found[:] = [body for body in self.bodies(kind) if matches(body)]
             return bool(found)
 
         wait_until(seen, timeout, what)
@@ -175,6 +183,15 @@ class StreamReader:
     def close(self) -> None:
         """Stop reading (the service's shutdown also ends the stream)."""
         self._closing = True
+
+
+def ticket_of(alert_id: str, action: str = "opened") -> Callable[[dict[str, Any]], bool]:
+    """A matcher for a ticket event: this action, about this alert (opened, attached)."""
+
+    def matches(body: dict[str, Any]) -> bool:
+        return body["action"] == action and body.get("alert_id") == alert_id
+
+    return matches
 
 
 def change(action: str, kind: str, device: str | None = None) -> Callable[[dict[str, Any]], bool]:

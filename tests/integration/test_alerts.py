@@ -16,7 +16,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.integration.mqtt_tools import wait_until
-from tests.integration.service_process import change
+from tests.integration.service_process import change, ticket_of
 from tests.integration.sites import TOPIC, Site
 from tests.integration.webhooks import WebhookReceiver
 from tests.servers import InfluxDB1, Postgres
@@ -60,9 +60,7 @@ def test_fire_in_one_zone_raises_smoke_alarms_then_fire_confirmed(
     site.send("smoke-2", "telemetry", {"smoke_db_m": 0.35})
     fire = stream.wait_for(change("raised", "fire_confirmed"), "fire_confirmed")
     actions = [
-        (b["action"], b["alert"]["kind"], b["alert"]["device"])
-        for b in stream.alert_changes()
-        if b["action"] != "ticketed"  # the ledger's, asynchronous: below
+        (b["action"], b["alert"]["kind"], b["alert"]["device"]) for b in stream.alert_changes()
     ]
     assert actions == [
         ("raised", "smoke_alarm", "smoke-9"),
@@ -88,11 +86,14 @@ def test_fire_in_one_zone_raises_smoke_alarms_then_fire_confirmed(
     assert board[0]["kind"] == "fire_confirmed", "newest first"
     ids = {a["id"] for a in board}
 
-    # A confirmed fire opens an incident-review ticket; the alert names it.
-    ticketed = stream.wait_for(change("ticketed", "fire_confirmed"), "the ticket")
+    # A confirmed fire opens an incident-review ticket: its event names the alert, and the
+    # alert names the ticket.
+    opened = stream.wait_for(ticket_of(alert["id"]), "the ticket", kind="ticket")
     (review,) = site.service.api("GET", "/api/v1/tickets").json()
     assert (review["category"], review["alert_ids"]) == ("incident_review", [alert["id"]])
-    assert ticketed["alert"]["ticket_id"] == review["id"]
+    assert opened["ticket"]["id"] == review["id"]
+    (shown,) = site.service.alerts(kind="fire_confirmed")
+    assert shown["ticket_id"] == review["id"]
 
     # The duty officer acknowledges the fire with a note; the stream says who did.
     response = site.service.api(
@@ -107,9 +108,9 @@ def test_fire_in_one_zone_raises_smoke_alarms_then_fire_confirmed(
     detail = site.service.api("GET", f"/api/v1/alerts/{alert['id']}").json()
     assert [(h["action"], h["actor"]) for h in detail["history"]] == [
         ("raised", "system"),
-        ("ticketed", "system"),
         ("acknowledged", "admin"),
     ]
+    assert detail["ticket_id"] == review["id"]
 
     # smoke-9 skips three messages (seq 2-4 never arrive): counted on the device.
     site.devices.publish(
@@ -144,15 +145,24 @@ def test_fire_in_one_zone_raises_smoke_alarms_then_fire_confirmed(
 
     # Dashboards: every change is an `alert` point (repeats only update the board).
     changes = [b for b in stream.alert_changes() if b["action"] != "repeated"]
-    assert len(changes) == 8  # 4 raised, 2 confirmed, 1 ticketed, 1 acknowledged
+    assert len(changes) == 7  # 4 raised, 2 confirmed, 1 acknowledged
 
     def points() -> list[dict[str, Any]]:
         return influxdb.points("alert", influx_db)
 
-    wait_until(lambda: len(points()) == 8, timeout=15, what="8 alert points")
+    wait_until(lambda: len(points()) == 7, timeout=15, what="7 alert points")
     assert {p["alert_id"] for p in points()} == ids
     states = sorted(p["state"] for p in points() if p["alert_id"] == alert["id"])
-    assert states == ["acknowledged", "active", "active"]  # raised, ticketed, acknowledged
+    assert states == ["acknowledged", "active"]  # raised, acknowledged
+    wait_until(
+        lambda: len(influxdb.points("ticket", influx_db)) == 1, timeout=15, what="a ticket point"
+    )
+    (point,) = influxdb.points("ticket", influx_db)
+    assert (point["ticket_id"], point["action"], point["status"]) == (
+        review["id"],
+        "opened",
+        "open",
+    )
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
@@ -172,7 +182,6 @@ def test_gas_leak_ramp_goes_major_critical_major_cleared(
     ramp = [
         (b["action"], b["alert"]["severity"], b["alert"]["value"])
         for b in site.stream.alert_changes()
-        if b["action"] != "ticketed"  # the ledger's, asynchronous: below
     ]
     assert ramp == [
         ("raised", "major", 30),
@@ -260,18 +269,18 @@ def test_a_webhook_that_is_down_receives_every_notification_once_back(
     assert site.service.api("POST", f"/api/v1/alerts/{smoke['id']}/ack").status_code == 200
     site.stream.wait_for(change("acknowledged", "smoke_alarm"), "the acknowledgement")
     wait_until(
-        lambda: "delivery" in site.service.log_tail() and "failed" in site.service.log_tail(),
+        lambda: "consumer webhook:duty failed" in site.service.log_tail(),
         timeout=15,
         what="a failed delivery in the log",
     )
     notified = [
         (b["alert"]["id"], b["action"])
         for b in site.stream.alert_changes()
-        if b["action"] not in ("repeated", "ticketed")  # changes no one is notified of
+        if b["action"] != "repeated"  # changes no one is notified of
     ]
     assert len(notified) == 5  # smoke raised, acknowledged; gas raised, severity, cleared
 
-    # hazardwatch restarts meanwhile; the outbox is in the database.
+    # hazardwatch restarts meanwhile; each webhook's place in the event log is on disk.
     site.restart(crash=False)
     receiver.start()
 
@@ -279,7 +288,7 @@ def test_a_webhook_that_is_down_receives_every_notification_once_back(
         return [r for r in receiver.received if kind in r[2]]
 
     wait_until(lambda: len(about("alert")) >= 5, timeout=60, what="5 alert notifications")
-    # The gas leak's ticket travels the same outbox: opened, then reported rectified by the
+    # The gas leak's ticket reaches the same webhook: opened, then reported rectified by the
     # sensor (it waits for a person's verification).
     wait_until(lambda: len(about("ticket")) >= 2, timeout=30, what="2 ticket notifications")
     time.sleep(1.0)  # a double would come now
@@ -315,7 +324,7 @@ def test_an_unacknowledged_critical_alert_escalates_until_acknowledged(
     assert site.service.api("POST", f"/api/v1/alerts/{alert['id']}/ack").status_code == 200
     site.stream.wait_for(change("acknowledged", "smoke_alarm"), "the acknowledgement")
     time.sleep(2.5)  # more than two intervals: no escalation after the acknowledgement
-    actions = [b["action"] for b in site.stream.alert_changes() if b["action"] != "ticketed"]
+    actions = [b["action"] for b in site.stream.alert_changes()]
     assert actions[-1] == "acknowledged"
     escalations = actions.count("escalated")
     assert escalations >= 2

@@ -5,16 +5,18 @@ from __future__ import annotations
 import multiprocessing
 import random
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from core.alerting import Alert, AlertAction, AlertChange, AlertKind, AlertState, Severity
 from core.db import make_engine, upgrade
 from core.registry.models import Institution, InstitutionType
 from tests.servers import Postgres
 from tickets.ledger import Ledger
+from tickets.models import Ticket, TicketChange
 from tickets.policy import load_policy
 from tickets.store import TicketQuery, TicketStore
 from tickets.tables import ticket_alerts, ticket_events
@@ -51,16 +53,38 @@ def changes() -> list[AlertChange]:
 
 def worker(url: str, ready: Any, start: Any, results: Any, seed: int) -> None:
     """One hazardwatch process's ledger, handling every change (in its own order)."""
-    ledger = Ledger(TicketStore(make_engine(url)), load_policy(), institution)
-    done: list[str] = []
-    ledger.add_listener(lambda change: done.append(change.event.action.value))
+    store = CountingStore(make_engine(url))
+    ledger = Ledger(store, load_policy(), institution)
     mine = changes()
     random.Random(seed).shuffle(mine)
     ready.release()
     start.wait(30)
     for change in mine:
         ledger.on_alert(change)
-    results.put((seed, done.count("opened"), done.count("attached")))
+    results.put((seed, store.done.count("opened"), store.done.count("attached")))
+
+
+class CountingStore(TicketStore):
+    """The ledger's store, counting the changes this process made."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.done: list[str] = []
+
+    def create(self, change: TicketChange) -> None:
+        super().create(change)
+        self.done.append(change.event.action.value)
+
+    def change(
+        self,
+        ticket_id: str,
+        make: Callable[[Ticket], TicketChange | None],
+        new_alert: str | None = None,
+    ) -> TicketChange | None:
+        made = super().change(ticket_id, make, new_alert)
+        if made is not None:
+            self.done.append(made.event.action.value)
+        return made
 
 
 def test_two_processes_racing_on_the_same_alerts_open_one_ticket_each(postgres: Postgres) -> None:

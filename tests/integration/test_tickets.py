@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.integration.mqtt_tools import wait_until
-from tests.integration.service_process import StreamReader, change
+from tests.integration.service_process import StreamReader, change, ticket_of
 from tests.integration.sites import Site
 from tests.integration.webhooks import WebhookReceiver
 from tests.servers import Postgres, require_binary
@@ -60,8 +60,10 @@ def test_a_device_fault_travels_from_mqtt_to_a_ticket_and_round_the_loop(
     due = datetime.fromisoformat(ticket["due_at"])
     found = datetime.fromisoformat(ticket["found_at"])
     assert timedelta(hours=71) < due - found < timedelta(hours=73)
-    linked = site.stream.wait_for(change("ticketed", "device_fault"), "the alert's link")
-    assert linked["alert"]["ticket_id"] == ticket["id"]
+    opened = site.stream.wait_for(ticket_of(alert["id"]), "the ticket's event", kind="ticket")
+    assert opened["ticket"]["id"] == ticket["id"] and opened["actor"] == "system"
+    (shown,) = site.service.alerts(kind="device_fault")
+    assert shown["ticket_id"] == ticket["id"], "the alert names its ticket"
 
     # A second fault code of the same detector joins the same ticket.
     site.send("smoke-1", "event", {"type": "fault", "code": "chamber_dirty"})

@@ -6,7 +6,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from alerts.engine import AlertEngine, Change
+from alerts.engine import AlertEngine, Recovered
+from alerts.events import Change
 from alerts.store import AlertStore
 from core.alerting import Alert, AlertAction, AlertChange, AlertKind
 from core.clock import FakeClock
@@ -51,22 +52,23 @@ class Registry:
 
 
 class SyncWriter:
-    """Stores each batch at once and keeps every change for the test to read."""
+    """Stores each batch at once (as the projection would) and keeps every change."""
 
     def __init__(self, store: AlertStore, clock: FakeClock) -> None:
         self.store = store
         self.clock = clock
         self.changes: list[Change] = []
-        self.tickets = 0
+        self.position = 0
+        self.flushes = 0
 
-    def submit(self, changes: list[Change], lsn: int | None) -> int:
-        self.store.save(changes, lsn, (), self.clock.now())
+    def submit(self, changes: list[Change], lsn: int | None) -> None:
+        self.position += len(changes)
+        self.store.apply(changes, self.position, lsn)
         self.changes.extend(changes)
-        self.tickets += 1
-        return self.tickets
 
-    def wait(self, ticket: int, timeout: float) -> bool:
-        return ticket <= self.tickets
+    def flush(self) -> int:
+        self.flushes += 1
+        return self.position
 
     def actions(self, kind: AlertKind | None = None) -> list[tuple[str, AlertAction]]:
         return [
@@ -102,7 +104,11 @@ class Harness:
     def restart(self) -> None:
         """A new engine on the same database (the old one's memory is gone)."""
         self.engine = self._engine()
-        self.engine.load()
+        projected = self.store.projected(self.clock.now() - timedelta(hours=24))
+        recovered = Recovered(
+            projected.open_alerts, projected.checkpoint_lsn, projected.unconfirmed_clears
+        )
+        self.engine.load(recovered)
 
     def send(self, message: DeviceMessage, *, lsn: int | None = None) -> None:
         if lsn is None:

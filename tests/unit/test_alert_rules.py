@@ -210,7 +210,7 @@ def test_silence_is_measured_from_the_last_message_across_a_restart(
     h.engine.watch.save(snapshot)
     h.advance(100)  # down for 100 s
     h.engine = h._engine()
-    h.engine.load(snapshot)
+    h.engine.load(snapshot=snapshot)
     h.advance(49)
     h.engine.tick()
     assert h.open(AlertKind.DEVICE_OFFLINE) == []

@@ -26,9 +26,7 @@ def test_commits_leave_the_log_to_the_checkpointer(tmp_path: Path) -> None:
     engine.dispose()
 
 
-def test_the_checkpointer_does_nothing_for_other_databases() -> None:
-    engine = make_engine("postgresql+psycopg://u:p@127.0.0.1:1/none")
-    checkpointer = WalCheckpointer(engine)
-    checkpointer.start()
-    assert checkpointer._thread is None
-    checkpointer.stop()
+def test_the_checkpointer_is_needed_only_for_sqlite(tmp_path: Path) -> None:
+    other = WalCheckpointer(make_engine("postgresql+psycopg://u:p@127.0.0.1:1/none"))
+    assert not other.needed, "no task for it: PostgreSQL has no WAL file of ours"
+    assert WalCheckpointer(make_engine(f"sqlite:///{tmp_path / 'x.sqlite'}")).needed

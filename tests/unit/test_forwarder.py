@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
 import pytest
 
 from core.errors import StoreError
+from core.health import Component, State
 from core.journal import Journal
 from core.points import Point
 from ingest.deadletters import DeadLetterStore
@@ -70,11 +73,28 @@ def _spool_points(spool: Journal, start: int, count: int) -> None:
     )
 
 
-def _wait(condition: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+async def _wait(condition: Callable[[], bool], within_s: float = 10.0) -> None:
+    deadline = time.monotonic() + within_s
+    while True:
+        if condition():
+            return
         assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
+        await asyncio.sleep(0.01)
+
+
+class Running:
+    """A forwarder as the supervisor runs it: a task, with its report card."""
+
+    def __init__(self, forwarder: Forwarder) -> None:
+        self.forwarder = forwarder
+        self.component = Component("forwarder", depends_on="store")
+        self.task = asyncio.create_task(forwarder.run(self.component))
+
+    async def stop(self, drain_s: float = 10.0) -> None:
+        await self.forwarder.drain(drain_s)
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
 
 
 @pytest.fixture
@@ -94,73 +114,69 @@ def _forwarder(parts: tuple[Journal, FlakySink, DeadLetterStore, IngestMetrics])
     )
 
 
-def test_everything_spooled_reaches_the_store_once_and_in_order(
+async def test_everything_spooled_reaches_the_store_once_and_in_order(
     parts: tuple[Journal, FlakySink, DeadLetterStore, IngestMetrics],
 ) -> None:
     spool, sink, _, metrics = parts
-    forwarder = _forwarder(parts)
-    forwarder.start()
+    forwarder = Running(_forwarder(parts))
     _spool_points(spool, 0, 1000)
-    _wait(lambda: spool.checkpoint_lsn == 1000)
-    forwarder.stop()
+    await _wait(lambda: spool.checkpoint_lsn == 1000)
+    await forwarder.stop()
     assert len(sink.points) == 1000
     assert sink.arrivals == sorted(sink.arrivals) and len(sink.arrivals) == 1000
     assert metrics.value("hazardwatch_points_stored_total") == 1000
 
 
-def test_an_outage_fills_the_spool_and_drains_it_when_the_store_returns(
+async def test_an_outage_fills_the_spool_and_drains_it_when_the_store_returns(
     parts: tuple[Journal, FlakySink, DeadLetterStore, IngestMetrics],
 ) -> None:
     spool, sink, _, metrics = parts
-    forwarder = _forwarder(parts)
-    forwarder.start()
+    forwarder = Running(_forwarder(parts))
     _spool_points(spool, 0, 300)
-    _wait(lambda: spool.checkpoint_lsn == 300)
+    await _wait(lambda: spool.checkpoint_lsn == 300)
     sink.down.set()
     _spool_points(spool, 300, 2000)
-    _wait(lambda: sink.failures >= 5)
+    await _wait(lambda: sink.failures >= 5)
     assert spool.checkpoint_lsn == 300, "nothing may be checkpointed while the store is down"
-    assert not forwarder.store_healthy
+    assert not forwarder.forwarder.store_healthy
+    assert forwarder.component.state()[0] is State.DEGRADED, "the outage is shown"
     sink.down.clear()
-    _wait(lambda: spool.checkpoint_lsn == 2300)
-    forwarder.stop()
+    await _wait(lambda: spool.checkpoint_lsn == 2300)
+    await forwarder.stop()
     assert len(sink.points) == 2300
     assert len(sink.arrivals) == 2300, "no point written twice"
     assert sink.arrivals == sorted(sink.arrivals), "order kept across the outage"
     assert metrics.value("hazardwatch_store_write_errors_total") >= 5
 
 
-def test_a_restart_resumes_from_the_checkpoint(
+async def test_a_restart_resumes_from_the_checkpoint(
     parts: tuple[Journal, FlakySink, DeadLetterStore, IngestMetrics], tmp_path: Path
 ) -> None:
     spool, sink, dead, metrics = parts
     sink.down.set()
-    first = _forwarder(parts)
-    first.start()
+    first = Running(_forwarder(parts))
     _spool_points(spool, 0, 500)
-    _wait(lambda: sink.failures >= 2)
-    first.stop(drain_timeout=0.1)
+    await _wait(lambda: sink.failures >= 2)
+    await first.stop(drain_s=0.1)
     spool.close()
     reopened = Journal(tmp_path / "spool")
     assert reopened.committed_lsn == 500 and reopened.checkpoint_lsn == 0
     sink.down.clear()
-    second = Forwarder(reopened, sink, dead, metrics, batch_records=100, linger_s=0.01)
-    second.start()
-    _wait(lambda: reopened.checkpoint_lsn == 500)
-    second.stop()
+    second = Running(Forwarder(reopened, sink, dead, metrics, batch_records=100, linger_s=0.01))
+    await _wait(lambda: reopened.checkpoint_lsn == 500)
+    await second.stop()
     assert len(sink.points) == 500 and len(sink.arrivals) == 500
 
 
-def test_points_the_store_refuses_become_dead_letters_and_the_rest_is_stored(
+async def test_points_the_store_refuses_become_dead_letters_and_the_rest_is_stored(
     parts: tuple[Journal, FlakySink, DeadLetterStore, IngestMetrics],
 ) -> None:
     spool, sink, dead, _ = parts
     sink.refuse_time_ms = {1_763_798_400_000 + 42}
-    forwarder = _forwarder(parts)
-    forwarder.start()
+    forwarder = Running(_forwarder(parts))
     _spool_points(spool, 0, 100)
-    _wait(lambda: spool.checkpoint_lsn == 100)
-    forwarder.stop()
+    await _wait(lambda: spool.checkpoint_lsn == 100)
+    await forwarder.stop()
     assert len(sink.points) == 99
     letters = dead.list(reason="store_rejected")
     assert len(letters) == 1
@@ -170,28 +186,27 @@ def test_points_the_store_refuses_become_dead_letters_and_the_rest_is_stored(
     assert orjson.loads(letter.payload) == _point(42).to_wire()
 
 
-def test_a_store_that_goes_away_during_the_one_by_one_pass_dead_letters_nothing(
+async def test_a_store_that_goes_away_during_the_one_by_one_pass_dead_letters_nothing(
     parts: tuple[Journal, FlakySink, DeadLetterStore, IngestMetrics],
 ) -> None:
     spool, sink, dead, metrics = parts
     sink.refuse_time_ms = {1_763_798_400_000 + 42}
     sink.fail_after_single_writes = 10
-    forwarder = _forwarder(parts)
-    forwarder.start()
+    forwarder = Running(_forwarder(parts))
     _spool_points(spool, 0, 100)
-    _wait(lambda: sink.failures >= 2)  # retrying the whole batch, not dead-lettering
+    await _wait(lambda: sink.failures >= 2)  # retrying the whole batch, not dead-lettering
     assert spool.checkpoint_lsn == 0
     assert dead.counts() == {}
     sink.fail_after_single_writes = None
     sink.down.clear()
-    _wait(lambda: spool.checkpoint_lsn == 100)
-    forwarder.stop()
+    await _wait(lambda: spool.checkpoint_lsn == 100)
+    await forwarder.stop()
     assert len(sink.points) == 99
     assert dead.counts() == {"store_rejected": 1}
     assert metrics.value("hazardwatch_messages_dead_lettered_total", reason="store_rejected") == 1
 
 
-def test_dead_letters_are_stored_once_even_when_replayed(
+async def test_dead_letters_are_stored_once_even_when_replayed(
     parts: tuple[Journal, FlakySink, DeadLetterStore, IngestMetrics],
 ) -> None:
     spool, _, dead, _ = parts
@@ -199,9 +214,8 @@ def test_dead_letters_are_stored_once_even_when_replayed(
         1, "hazardwatch/v1/i/d/telemetry", "bad_json", "not JSON", b"{", 1, "i", "d"
     )
     spool.append([encode_dead_letter("d", 1, letter), encode_dead_letter("d", 2, letter)])
-    forwarder = _forwarder(parts)
-    forwarder.start()
-    _wait(lambda: spool.checkpoint_lsn == 2)
-    forwarder.stop()
+    forwarder = Running(_forwarder(parts))
+    await _wait(lambda: spool.checkpoint_lsn == 2)
+    await forwarder.stop()
     dead.add_many([(1, letter)])  # a replay of LSN 1
     assert dead.counts() == {"bad_json": 2}

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from alerts.events import to_event
 from core.alerting import (
     SYSTEM,
     Alert,
@@ -21,10 +22,13 @@ from core.alerting import (
 from core.clock import FakeClock
 from core.db import make_engine, upgrade
 from core.errors import InvalidTransitionError, NotFoundError
+from core.eventlog import JournalEventLog
 from core.registry.models import Institution, InstitutionType, Person
+from tickets.consumer import LedgerConsumer
 from tickets.ledger import Ledger
-from tickets.models import Ticket, TicketAction, TicketChange, TicketSource, TicketStatus
+from tickets.models import Ticket, TicketAction, TicketSource, TicketStatus
 from tickets.policy import load_policy
+from tickets.relay import TicketRelay
 from tickets.store import TicketQuery, TicketStore
 
 INSTITUTION = Institution(
@@ -46,16 +50,7 @@ class Desk:
         upgrade(url)
         self.clock = clock or FakeClock()
         self.store = TicketStore(make_engine(url))
-        self.states: dict[str, AlertState] = {}
-        self.ledger = Ledger(
-            self.store,
-            load_policy(),
-            {"inst-1": INSTITUTION}.get,
-            self.clock,
-            alert_state=self.states.get,
-        )
-        self.changes: list[TicketChange] = []
-        self.ledger.add_listener(self.changes.append)
+        self.ledger = Ledger(self.store, load_policy(), {"inst-1": INSTITUTION}.get, self.clock)
 
     def alert(self, kind: AlertKind, device: str = "smoke-1", **fields: Any) -> Alert:
         now = self.clock.now()
@@ -75,7 +70,6 @@ class Desk:
 
     def tell(self, alert: Alert, action: AlertAction = AlertAction.RAISED, **update: Any) -> Alert:
         alert = alert.model_copy(update={"updated_at": self.clock.now(), **update})
-        self.states[alert.id] = alert.state
         self.ledger.on_alert(AlertChange(alert=alert, action=action, at=self.clock.now()))
         return alert
 
@@ -117,7 +111,13 @@ def test_a_device_fault_opens_a_ticket_at_once_routed_to_maintenance(desk: Desk)
         and "device_fault detail" in ticket.description
     )
     assert desk.trail(ticket) == [("opened", SYSTEM, "open")]
-    assert [c.event.action for c in desk.changes] == [A.OPENED]
+    (event,) = desk.store.pending_events()  # for the event log, written with the change
+    assert (event["action"], event["ticket"]["id"], event["alert_id"]) == (
+        "opened",
+        ticket.id,
+        alert.id,
+    )
+    assert event["notify"] is True and event["event_id"] > 0
 
 
 def test_repeated_alerts_attach_to_the_one_open_ticket(desk: Desk) -> None:
@@ -332,68 +332,76 @@ def test_a_closed_sensor_ticket_frees_its_device_for_the_next_one(desk: Desk) ->
     assert closed[0].alert_ids == [alert.id] and opened.alert_ids == [again.id]
 
 
-# --- catching up with missed alert changes --------------------------------------------------
+# --- the ledger on the event log ---------------------------------------------------------------
 
 
-def test_an_alert_whose_change_was_missed_gets_its_ticket_when_the_ledger_catches_up(
-    desk: Desk,
+def _log_of(desk: Desk, tmp_path: Path, changes: list[AlertChange]) -> JournalEventLog:
+    log = JournalEventLog(tmp_path / "events", fsync=False)
+    log.append([to_event(c.alert.device, c) for c in changes])
+    return log
+
+
+def test_alert_events_replayed_after_a_crash_change_nothing(desk: Desk, tmp_path: Path) -> None:
+    fault = desk.alert(AlertKind.DEVICE_FAULT, code="sensor_fault")
+    now = desk.clock.now()
+    changes = [
+        AlertChange(alert=fault, action=AlertAction.RAISED, at=now),
+        AlertChange(alert=fault, action=AlertAction.REPEATED, at=now),
+        AlertChange(alert=desk.alert(AlertKind.SMOKE_ALARM), action=AlertAction.RAISED, at=now),
+    ]
+    log = _log_of(desk, tmp_path, changes)
+    consumer = LedgerConsumer(desk.ledger, desk.store.engine)
+    consumer.load()
+    assert consumer.position == 0
+    events = log.cursor(0).next_batch(10)
+    consumer.handle(events)
+    assert consumer.position == 3
+    before = (desk.tickets(), [desk.trail(t) for t in desk.tickets()], desk.store.pending_events())
+    again = LedgerConsumer(desk.ledger, desk.store.engine)
+    again.load()
+    assert again.position == 3, "the position is kept in the database"
+    again.handle(events)  # as if the process died before storing the position
+    after = (desk.tickets(), [desk.trail(t) for t in desk.tickets()], desk.store.pending_events())
+    assert after == before
+    assert len(desk.tickets()) == 1 and desk.one().alert_ids == [fault.id]
+
+
+def test_a_ticket_stays_open_while_another_of_its_alerts_holds(desk: Desk) -> None:
+    first = desk.tell(desk.alert(AlertKind.DEVICE_FAULT, code="sensor_fault"))
+    second = desk.tell(desk.alert(AlertKind.DEVICE_FAULT, code="comm_fault"))
+    desk.clear(first)  # the other condition is still there (as the log last said)
+    assert desk.one().status is S.OPEN
+    assert [a for a, _, _ in desk.trail(desk.one())] == ["opened", "attached", "cleared"]
+    desk.tell(second, AlertAction.ACKNOWLEDGED, state=AlertState.ACKNOWLEDGED)
+    assert desk.store.alert_states([first.id, second.id]) == {
+        first.id: "cleared",
+        second.id: "acknowledged",
+    }
+    desk.tell(second, AlertAction.RESOLVED, state=AlertState.RESOLVED, resolved_by=SYSTEM)
+    assert desk.one().status is S.AWAITING_VERIFICATION, "both gone: the system walks the loop"
+
+
+def test_the_relay_moves_ticket_changes_to_the_log_in_order_once(
+    desk: Desk, tmp_path: Path
 ) -> None:
-    missed = desk.alert(AlertKind.DEVICE_FAULT, code="sensor_fault")
-    desk.states[missed.id] = missed.state  # stored by the alerts, never handled by the ledger
-    smoke = desk.alert(AlertKind.SMOKE_ALARM, device="smoke-9")  # no rule: no ticket
-    assert desk.ledger.reconcile([missed, smoke]) == 1
+    log = JournalEventLog(tmp_path / "events", fsync=False)
+    relay = TicketRelay(desk.store.engine, log)
+    woken: list[bool] = []
+    desk.store.after_commit = lambda: woken.append(True)
+    alert = desk.tell(desk.alert(AlertKind.TAMPER))
     ticket = desk.one()
-    assert ticket.alert_ids == [missed.id] and ticket.category == "device_fault"
-    assert desk.ledger.reconcile([missed, smoke]) == 0, "idempotent"
-    desk.tell(missed)  # the change arrives after all: nothing twice
-    assert desk.one().occurrences == 1 and len(desk.changes) == 1
-
-
-def test_a_missed_offline_alert_waits_out_its_delay_from_when_it_was_raised(desk: Desk) -> None:
-    missed = desk.alert(AlertKind.DEVICE_OFFLINE)
-    desk.states[missed.id] = missed.state
-    desk.clock.advance(20 * 60)
-    assert desk.ledger.reconcile([missed]) == 1  # a trigger, due 30 min after raising
-    desk.clock.advance(9 * 60)
-    desk.ledger.tick()
-    assert desk.tickets() == []
-    desk.clock.advance(60)
-    desk.ledger.tick()
-    assert desk.one().alert_ids == [missed.id]
-
-
-def test_a_trigger_whose_clearing_was_missed_is_dropped(desk: Desk) -> None:
-    alert = desk.tell(desk.alert(AlertKind.DEVICE_OFFLINE))
-    desk.states[alert.id] = AlertState.CLEARED  # back online; the change was missed
-    assert desk.ledger.reconcile([]) == 1
-    desk.clock.advance(31 * 60)
-    desk.ledger.tick()
-    assert desk.tickets() == []
-
-
-def test_a_missed_clearing_walks_the_untouched_ticket_as_the_clearing_would(
-    tmp_path: Path,
-) -> None:
-    told, missed = Desk(tmp_path, db="told"), Desk(tmp_path, db="missed")
-    for desk in (told, missed):
-        alert = desk.tell(desk.alert(AlertKind.LOW_BATTERY, severity=Severity.MINOR))
-        desk.clock.advance(3600)
-        if desk is told:
-            desk.clear(alert)
-        else:
-            desk.states[alert.id] = AlertState.CLEARED
-            assert desk.ledger.reconcile([]) == 1
-            assert desk.ledger.reconcile([]) == 0, "done once"
-    assert missed.trail(missed.one()) == told.trail(told.one())
-    assert missed.one().status is S.CLOSED
-
-
-def test_catching_up_changes_nothing_without_evidence(desk: Desk) -> None:
-    fault = desk.tell(desk.alert(AlertKind.DEVICE_FAULT))
-    kept = desk.tell(desk.alert(AlertKind.FIRE_CONFIRMED, device="smoke-2"))
-    desk.states[kept.id] = AlertState.CLEARED
-    desk.clear(kept)  # recorded: `keep` leaves the ticket open with the clearing noted
-    del desk.states[fault.id]  # the alert is not known: no evidence that it cleared
-    before = {t.id: desk.trail(t) for t in desk.tickets()}
-    assert desk.ledger.reconcile([]) == 0
-    assert {t.id: desk.trail(t) for t in desk.tickets()} == before
+    desk.ledger.act(ticket.id, A.ASSIGNED, "duty")
+    assert len(woken) == 2, "each commit wakes the relay"
+    assert relay.relay() == 2
+    assert relay.relay() == 0, "moved once: the outbox is empty"
+    assert desk.store.pending_events() == []
+    events = log.cursor(0).next_batch(10)
+    assert [(e.kind, e.subject, e.institution) for e in events] == [
+        ("ticket", ticket.id, "inst-1"),
+        ("ticket", ticket.id, "inst-1"),
+    ]
+    bodies = [e.body() for e in events]
+    assert [b["action"] for b in bodies] == ["opened", "assigned"]
+    assert bodies[0]["alert_id"] == alert.id and bodies[1]["ticket"]["status"] == "assigned"
+    assert bodies[0]["event_id"] < bodies[1]["event_id"]
+    assert [b["notify"] for b in bodies] == [True, False], "assignments are not sent out"

@@ -12,6 +12,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import MetaData
 
 from alerts.tables import metadata as alert_metadata
+from core.checkpoints import metadata as checkpoint_metadata
 from core.db import make_engine, upgrade
 from core.registry.tables import Base
 from core.users import metadata as user_metadata
@@ -20,8 +21,8 @@ from tickets.tables import metadata as ticket_metadata
 
 @pytest.mark.parametrize(
     "metadata",
-    [Base.metadata, alert_metadata, ticket_metadata, user_metadata],
-    ids=["registry", "alerts", "tickets", "users"],
+    [Base.metadata, alert_metadata, ticket_metadata, user_metadata, checkpoint_metadata],
+    ids=["registry", "alerts", "tickets", "users", "checkpoints"],
 )
 def test_the_schema_after_migrating_is_the_declared_one(tmp_path: Path, metadata: MetaData) -> None:
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"

@@ -1,25 +1,35 @@
-"""Notifications: what each alert change sends where, the webhook bodies, the outbox delivery."""
+"""Notifications: what each alert change sends where, the webhook bodies, the outputs."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+import json
 import urllib.parse
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from alerts.dispatch import Dispatcher
-from alerts.notify import Notifier, render, text_zh
-from alerts.store import AlertStore, OutboxItem, Pending
+from alerts.events import to_event
+from alerts.notify import (
+    alert_message,
+    alert_point,
+    mqtt_publication,
+    render,
+    text_zh,
+    ticket_message,
+    wants,
+)
+from alerts.outputs import DELIVERY_HEADER, InfluxAlertOutput, WebhookError, WebhookOutput
 from core.alerting import Alert, AlertAction, AlertChange, AlertKind, AlertState, Severity
-from core.clock import FakeClock
-from core.db import make_engine, upgrade
+from core.eventlog import TICKET, JournalEventLog, NewEvent
+from core.points import Point
 from core.registry.models import Institution, InstitutionType, Person
-from core.settings import AlertSettings, Webhook
+from core.settings import Webhook
 
 AT = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 INSTITUTION = Institution(
@@ -29,6 +39,10 @@ INSTITUTION = Institution(
     town="城关镇",
     principal=Person(name="张三", phone="13800000001"),
 )
+
+
+def institutions(institution_id: str) -> Institution | None:
+    return INSTITUTION if institution_id == "inst-1" else None
 
 
 def alert(**update: Any) -> Alert:
@@ -57,46 +71,55 @@ def hook(name: str, **fields: Any) -> Webhook:
     return Webhook.model_validate({"name": name, "url": f"http://robot.example/{name}", **fields})
 
 
-def notifier(*hooks: Webhook) -> Notifier:
-    settings = AlertSettings(webhooks=list(hooks))
-    return Notifier(settings, lambda i: INSTITUTION if i == "inst-1" else None)
+def told(webhook: Webhook, change: AlertChange) -> bool:
+    message = alert_message(change, institutions)
+    return message is not None and wants(webhook, message)
 
 
-def targets(items: list[OutboxItem]) -> list[str]:
-    return [item.target for item in items]
-
-
-def test_a_raised_alarm_goes_to_influx_mqtt_and_each_webhook() -> None:
-    items = notifier(hook("duty"), hook("office")).plan("gas-1", change())
-    assert targets(items) == ["influx", "mqtt", "webhook:duty", "webhook:office"]
-    influx, mqtt, duty, _ = (item.payload for item in items)
-    assert influx["tags"] == {
+def test_a_raised_alarm_has_a_point_a_retained_message_and_a_notification() -> None:
+    point = alert_point(change())
+    assert point is not None and point.measurement == "alert"
+    assert point.tags == {
         "institution": "inst-1",
         "device": "gas-1",
         "kind": "gas_leak",
         "severity": "critical",
     }
-    assert influx["fields"] == {"alert_id": "a1", "state": "active"}
-    assert mqtt["topic"] == "hazardwatch/alerts/inst-1/a1"
-    assert mqtt["body"]["id"] == "a1" and mqtt["body"]["escalation_level"] == 0
-    assert duty["action"] == "raised" and duty["institution"]["name"] == "阳光养老院"
+    assert point.fields == {"alert_id": "a1", "state": "active"}
+    publication = mqtt_publication(change())
+    assert publication is not None
+    topic, body = publication
+    assert topic == "hazardwatch/alerts/inst-1/a1"
+    assert body["id"] == "a1" and body["escalation_level"] == 0
+    message = alert_message(change(), institutions)
+    assert message is not None
+    assert (
+        message.body["action"] == "raised" and message.body["institution"]["name"] == "阳光养老院"
+    )
+    assert (message.severity, message.level, message.town) == (Severity.CRITICAL, 0, "城关镇")
 
 
 def test_repeats_send_nothing_and_test_records_only_reach_the_dashboards() -> None:
-    n = notifier(hook("duty"))
-    assert n.plan("gas-1", change(AlertAction.REPEATED)) == []
-    assert targets(n.plan("gas-1", change(AlertAction.SUPPRESSED))) == ["influx"]
-    assert targets(n.plan("gas-1", change(AlertAction.HUSHED))) == ["influx", "mqtt"]
+    repeat = change(AlertAction.REPEATED)
+    assert (alert_point(repeat), mqtt_publication(repeat), alert_message(repeat, institutions)) == (
+        None,
+        None,
+        None,
+    )
+    test = change(AlertAction.SUPPRESSED)
+    assert alert_point(test) is not None
+    assert mqtt_publication(test) is None and alert_message(test, institutions) is None
+    hushed = change(AlertAction.HUSHED)
+    assert mqtt_publication(hushed) is not None and alert_message(hushed, institutions) is None
 
 
 def test_a_resolved_alert_empties_its_retained_message() -> None:
-    items = notifier().plan("gas-1", change(AlertAction.RESOLVED, state=AlertState.RESOLVED))
-    (mqtt,) = [item for item in items if item.target == "mqtt"]
-    assert mqtt.payload["body"] == ""
+    publication = mqtt_publication(change(AlertAction.RESOLVED, state=AlertState.RESOLVED))
+    assert publication is not None and publication[1] == ""
 
 
 @pytest.mark.parametrize(
-    ("webhook", "severity", "escalations", "told"),
+    ("webhook", "severity", "escalations", "expected"),
     [
         (hook("duty"), Severity.MAJOR, 0, True),
         (hook("duty"), Severity.MINOR, 0, False),  # default: major and above
@@ -109,27 +132,15 @@ def test_a_resolved_alert_empties_its_retained_message() -> None:
         (hook("town", towns=["东城街道"]), Severity.CRITICAL, 0, False),
     ],
 )
-def test_who_is_told(webhook: Webhook, severity: Severity, escalations: int, told: bool) -> None:
+def test_who_is_told(
+    webhook: Webhook, severity: Severity, escalations: int, expected: bool
+) -> None:
     action = AlertAction.ESCALATED if escalations else AlertAction.RAISED
-    items = notifier(webhook).plan(
-        "gas-1", change(action, severity=severity, escalations=escalations)
-    )
-    assert (f"webhook:{webhook.name}" in targets(items)) is told
-
-
-def test_two_changes_in_one_millisecond_are_two_points() -> None:
-    """A point is its series and time: a smoke alarm raised and confirmed at once is two."""
-    n = notifier()
-    first = n.plan("gas-1", change())[0].payload
-    second = n.plan("gas-1", change(AlertAction.CONFIRMED))[0].payload
-    other = n.plan("gas-2", change(device="gas-2"))[0].payload
-    assert second["time_ms"] == first["time_ms"] + 1
-    assert other["time_ms"] == first["time_ms"], "another series keeps its own time"
+    assert told(webhook, change(action, severity=severity, escalations=escalations)) is expected
 
 
 def message(escalations: int = 0, note: str | None = None) -> dict[str, Any]:
-    item = notifier(hook("duty")).plan(
-        "gas-1",
+    found = alert_message(
         AlertChange(
             alert=alert(escalations=escalations),
             action=AlertAction.ESCALATED if escalations else AlertAction.RAISED,
@@ -137,8 +148,10 @@ def message(escalations: int = 0, note: str | None = None) -> dict[str, Any]:
             actor="zhou",
             note=note,
         ),
-    )[-1]
-    return item.payload
+        institutions,
+    )
+    assert found is not None
+    return found.body
 
 
 def test_the_chinese_text_names_what_where_and_who() -> None:
@@ -181,87 +194,133 @@ def test_dingtalk_bodies_are_signed_when_a_secret_is_set() -> None:
     assert query["sign"] == [base64.b64encode(mac).decode()]
 
 
-# ---------------------------------------------------------------------- the outbox
+# ---------------------------------------------------------------------- the outputs
 
 
-class Targets:
-    """Delivery functions that record what they got and fail while told to."""
+class Receiver:
+    """A webhook receiver behind httpx's mock transport; down while told so."""
 
     def __init__(self) -> None:
-        self.got: dict[str, list[int]] = {}
-        self.down: set[str] = set()
+        self.got: list[tuple[int, dict[str, Any]]] = []  # (delivery id, body)
+        self.down = False
 
-    def deliver(self, name: str) -> Any:
-        def send(row: Pending) -> None:
-            if name in self.down:
-                raise ConnectionError(f"{name} is down")
-            self.got.setdefault(name, []).append(row.payload["n"])
-
-        return send
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            return httpx.Response(503, text="maintenance")
+        body = json.loads(request.content)
+        self.got.append((int(request.headers[DELIVERY_HEADER]), body))
+        return httpx.Response(200, json={"ok": True})
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> AlertStore:
-    url = f"sqlite:///{tmp_path / 'alerts.sqlite'}"
-    upgrade(url)
-    return AlertStore(make_engine(url))
+def log(tmp_path: Path) -> JournalEventLog:
+    return JournalEventLog(tmp_path / "events", fsync=False)
 
 
-def queue(store: AlertStore, clock: FakeClock, target: str, numbers: range) -> None:
-    items = [OutboxItem(target, "a1", {"n": n}) for n in numbers]
-    store.save([], None, items, clock.now())
+def webhook_output(
+    log: JournalEventLog, receiver: Receiver, webhook: Webhook | None = None
+) -> WebhookOutput:
+    http = httpx.Client(transport=httpx.MockTransport(receiver))
+    output = WebhookOutput(webhook or hook("duty"), http, institutions, log, log.checkpoints)
+    output.load()
+    return output
 
 
-def test_a_target_that_is_down_gets_everything_in_order_later(store: AlertStore) -> None:
-    clock = FakeClock(AT)
-    sinks = Targets()
-    dispatcher = Dispatcher(
-        store, {"hook": sinks.deliver("hook"), "mqtt": sinks.deliver("mqtt")}, clock
+def test_a_webhook_that_is_down_gets_every_change_in_order_once_it_is_back(
+    log: JournalEventLog,
+) -> None:
+    receiver = Receiver()
+    output = webhook_output(log, receiver)
+    assert output.position == 0
+    log.append([to_event("gas-1", change(severity=Severity.MAJOR, id=f"a{n}")) for n in range(3)])
+    receiver.down = True
+    with pytest.raises(WebhookError, match="503"):
+        output.handle(log.cursor(output.position).next_batch(10))
+    assert output.position == 0, "nothing was taken: nothing is skipped"
+    receiver.down = False
+    output.handle(log.cursor(output.position).next_batch(10))
+    assert [(delivery, body["alert"]["id"]) for delivery, body in receiver.got] == [
+        (1, "a0"),
+        (2, "a1"),
+        (3, "a2"),
+    ], "in order, each with its position as the delivery id"
+    again = webhook_output(log, receiver)
+    assert again.position == 3, "the position survives a restart"
+
+
+def test_a_failure_part_way_keeps_what_was_delivered(log: JournalEventLog) -> None:
+    receiver = Receiver()
+    output = webhook_output(log, receiver)
+    log.append([to_event("gas-1", change(id=f"a{n}")) for n in range(3)])
+    calls = {"n": 0}
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        return receiver(request) if calls["n"] < 2 else httpx.Response(500)
+
+    output._http = httpx.Client(transport=httpx.MockTransport(flaky))
+    with pytest.raises(WebhookError):
+        output.handle(log.cursor(0).next_batch(10))
+    assert output.position == 1 and len(receiver.got) == 1
+
+
+def test_a_webhook_added_later_starts_with_what_comes_next(log: JournalEventLog) -> None:
+    log.append([to_event("gas-1", change(id="old"))])
+    receiver = Receiver()
+    output = webhook_output(log, receiver)
+    assert output.position == 1, "old alarms are not sent to a new webhook"
+    assert webhook_output(log, receiver).position == 1, "and that start is kept at once"
+
+
+def test_ticket_events_reach_the_webhooks_that_should_hear_of_them(log: JournalEventLog) -> None:
+    receiver = Receiver()
+    output = webhook_output(log, receiver)
+    for body in (ticket_change(), ticket_change("assigned", notify=False)):
+        data = json.dumps(body).encode()
+        log.append([NewEvent(TICKET, "t1", "inst-1", data)])
+    output.handle(log.cursor(0).next_batch(10))
+    ((delivery, body),) = receiver.got
+    assert delivery == 1 and body["ticket"]["id"] == "t1"
+    assert body["institution"]["name"] == "阳光养老院" and "notify" not in body
+
+
+class Sink:
+    name = "test"
+
+    def __init__(self) -> None:
+        self.points: list[Point] = []
+
+    def write(self, points: Any) -> None:
+        self.points.extend(points)
+
+    def ping(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def test_two_changes_in_one_millisecond_are_two_points(log: JournalEventLog) -> None:
+    """A point is its series and time: a smoke alarm raised and confirmed at once is two."""
+    sink = Sink()
+    output = InfluxAlertOutput(sink, log, log.checkpoints)
+    output.load()
+    log.append(
+        [
+            to_event("gas-1", change()),
+            to_event("gas-1", change(AlertAction.CONFIRMED)),
+            to_event("gas-2", change(device="gas-2")),
+            to_event("gas-1", change(AlertAction.REPEATED)),
+        ]
     )
-    sinks.down.add("hook")
-    queue(store, clock, "hook", range(3))
-    queue(store, clock, "mqtt", range(3))
-    dispatcher.run_once()
-    assert sinks.got == {"mqtt": [0, 1, 2]}, "the others go on"
-    queue(store, clock, "hook", range(3, 5))
-    dispatcher.run_once()
-    assert "hook" not in sinks.got, "later rows wait behind the failed one"
-    assert store.undelivered() == 5
-
-    sinks.down.clear()
-    clock.advance(0.5)  # the first retry comes after 1 s ± 20 %
-    dispatcher.run_once()
-    assert "hook" not in sinks.got, "not before its retry time"
-    for _ in range(20):  # back-off grows; a few minutes are enough here
-        clock.advance(30)
-        dispatcher.run_once()
-    assert sinks.got["hook"] == [0, 1, 2, 3, 4]
-    assert store.undelivered() == 0
-    assert dispatcher.failures == 1
+    output.handle(log.cursor(0).next_batch(10))
+    first, second, other = sink.points
+    assert second.time_ms == first.time_ms + 1
+    assert other.time_ms == first.time_ms, "another series keeps its own time"
+    assert output.position == 4
 
 
-def test_a_removed_target_keeps_its_rows(store: AlertStore) -> None:
-    clock = FakeClock(AT)
-    queue(store, clock, "webhook:gone", range(2))
-    dispatcher = Dispatcher(store, {}, clock)
-    dispatcher.run_once()
-    assert store.undelivered() == 2 and dispatcher.failures == 1
-
-
-def test_delivered_rows_are_pruned_after_a_week(store: AlertStore) -> None:
-    clock = FakeClock(AT)
-    sinks = Targets()
-    dispatcher = Dispatcher(store, {"mqtt": sinks.deliver("mqtt")}, clock)
-    queue(store, clock, "mqtt", range(2))
-    dispatcher.run_once()
-    assert store.prune_delivered(clock.now() - timedelta(days=7)) == 0
-    clock.advance(8 * 24 * 3600)
-    queue(store, clock, "mqtt", range(2, 3))
-    dispatcher.run_once()  # prunes on its hourly round
-    assert store.prune_delivered(clock.now() + timedelta(seconds=1)) == 1, "only the new row left"
-
-
-def ticket_change(action: str = "opened", **ticket: Any) -> dict[str, Any]:
+def ticket_change(action: str = "opened", notify: bool = True, **ticket: Any) -> dict[str, Any]:
     values = {
         "id": "t1",
         "institution": "inst-1",
@@ -274,24 +333,32 @@ def ticket_change(action: str = "opened", **ticket: Any) -> dict[str, Any]:
         "escalation_level": 0,
     }
     return {"action": action, "at": "2026-11-23T08:00:00Z", "actor": "system", "note": None,
-            "ticket": values | ticket}  # fmt: skip
+            "ticket": values | ticket, "notify": notify, "event_id": 7}  # fmt: skip
+
+
+def ticket_told(webhook: Webhook, body: dict[str, Any]) -> bool:
+    message = ticket_message(body, institutions)
+    return message is not None and wants(webhook, message)
 
 
 def test_ticket_changes_go_to_the_webhooks_that_should_hear_of_them() -> None:
-    n = notifier(hook("duty"), hook("town", level=2, towns=["城关镇"]), hook("far", towns=["x"]))
-    opened = n.plan_ticket(ticket_change())
-    assert targets(opened) == ["webhook:duty"]
-    assert opened[0].alert_id == "t1"
-    assert opened[0].payload["institution"]["name"] == "阳光养老院"
-    escalated = n.plan_ticket(ticket_change("escalated", escalation_level=2))
-    assert targets(escalated) == ["webhook:duty", "webhook:town"]
-    assert n.plan_ticket(ticket_change(severity="minor")) == [], "below the hooks' minimum"
+    duty, town = hook("duty"), hook("town", level=2, towns=["城关镇"])
+    far = hook("far", towns=["x"])
+    opened = ticket_change()
+    assert [ticket_told(h, opened) for h in (duty, town, far)] == [True, False, False]
+    message = ticket_message(opened, institutions)
+    assert message is not None and message.body["institution"]["name"] == "阳光养老院"
+    assert "notify" not in message.body and "event_id" not in message.body
+    escalated = ticket_change("escalated", escalation_level=2)
+    assert [ticket_told(h, escalated) for h in (duty, town, far)] == [True, True, False]
+    assert not ticket_told(duty, ticket_change(severity="minor")), "below the hook's minimum"
+    assert ticket_message(ticket_change("assigned", notify=False), institutions) is None
 
 
 def test_a_ticket_reads_in_chinese_and_mentions_the_principal_once_escalated() -> None:
-    n = notifier(hook("wx", format="wecom", level=1))
-    (item,) = n.plan_ticket(ticket_change("escalated", escalation_level=3))
-    _, body = render(hook("wx", format="wecom"), item.payload)
+    message = ticket_message(ticket_change("escalated", escalation_level=3), institutions)
+    assert message is not None
+    _, body = render(hook("wx", format="wecom"), message.body)
     text = body["text"]["content"]
     assert text.splitlines()[0] == "【重大事故隐患】隐患工单 · 逾期升级"
     assert "整改责任:阳光养老院 李四" in text and "督办级别:区民政局挂牌督办" in text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -10,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import make_engine, session_factory, upgrade
 from core.errors import RegistryError
+from core.health import Component, State
 from core.models import DeviceKind
 from core.registry.directory import DeviceDirectory, DeviceInfo
 from core.registry.importer import load_registry_file, summary
@@ -384,16 +387,16 @@ def test_admit_a_known_device_returns_the_registry_entry(
 def test_admit_auto_registers_and_stores_the_device(repository: RegistryRepository) -> None:
     directory = DeviceDirectory(repository, auto_register=True)
     assert directory.load() == 0
-    directory.start()
-    try:
-        info = directory.admit("new-inst", "new-dev", DeviceKind.CO)
-        assert info == DeviceInfo("new-dev", "new-inst", DeviceKind.CO, 300)
-        assert directory.lookup("new-dev") == info  # known in memory at once
-        assert directory.admit("new-inst", "new-dev", DeviceKind.GAS) == info
-        unknown_kind = directory.admit("new-inst", "other-dev", None)
-        assert unknown_kind is not None and unknown_kind.kind is DeviceKind.MULTI
-    finally:
-        directory.stop()
+    info = directory.admit("new-inst", "new-dev", DeviceKind.CO)
+    assert info == DeviceInfo("new-dev", "new-inst", DeviceKind.CO, 300)
+    assert directory.lookup("new-dev") == info  # known in memory at once
+    assert directory.admit("new-inst", "new-dev", DeviceKind.GAS) == info
+    unknown_kind = directory.admit("new-inst", "other-dev", None)
+    assert unknown_kind is not None and unknown_kind.kind is DeviceKind.MULTI
+    assert repository.device("new-dev") is None, "written by the writer task, not on the way"
+    assert directory.unwritten == 2
+    assert directory.write_pending() == 2
+    assert directory.unwritten == 0
     stored = repository.device("new-dev")
     assert stored is not None
     assert (stored.institution, stored.kind, stored.auto_registered) == (
@@ -415,9 +418,8 @@ def test_admit_under_an_existing_institution_keeps_it(
 ) -> None:
     repository.upsert_institutions(load_registry_file(write(tmp_path, "r.yaml", YAML)).institutions)
     directory = DeviceDirectory(repository, auto_register=True)
-    directory.start()
     directory.admit("inst-2", "smoke-9", DeviceKind.SMOKE)
-    directory.stop()
+    directory.write_pending()
     home = repository.institution("inst-2")
     assert home is not None
     assert (home.name, home.type) == ("儿童福利院", InstitutionType.CHILD_WELFARE)
@@ -425,13 +427,23 @@ def test_admit_under_an_existing_institution_keeps_it(
     assert stored is not None and stored.institution == "inst-2"
 
 
-def test_admissions_before_start_are_written_once_started(repository: RegistryRepository) -> None:
+async def test_the_writer_task_stores_admissions_and_reports_progress(
+    repository: RegistryRepository,
+) -> None:
     directory = DeviceDirectory(repository, auto_register=True)
     directory.admit("inst-1", "early", DeviceKind.GAS)
     assert repository.device("early") is None  # not written yet: no writer running
-    directory.start()
-    directory.stop()
+    component = Component("registry-writer")
+    task = asyncio.create_task(directory.run_writer(component))
+    for _ in range(100):
+        if repository.device("early") is not None:
+            break
+        await asyncio.sleep(0.05)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
     assert repository.device("early") is not None
+    assert component.state()[0] is State.OK and component.waiting() == 0
 
 
 def test_admit_refuses_unknown_devices_without_auto_register(
@@ -439,9 +451,8 @@ def test_admit_refuses_unknown_devices_without_auto_register(
 ) -> None:
     directory = DeviceDirectory(repository, auto_register=False)
     directory.load()
-    directory.start()
     assert directory.admit("inst-1", "stranger", DeviceKind.GAS) is None
-    directory.stop()
+    assert directory.write_pending() == 0
     assert directory.lookup("stranger") is None
     assert repository.devices() == []
     assert repository.institutions() == []
@@ -457,23 +468,20 @@ class _FailingRepository(RegistryRepository):
         raise OSError("database is down")
 
 
-def test_a_database_failure_keeps_the_device_known_in_memory(
-    sessions: sessionmaker[Session], caplog: pytest.LogCaptureFixture
+def test_a_database_failure_keeps_the_device_known_and_waiting(
+    sessions: sessionmaker[Session],
 ) -> None:
     repository = _FailingRepository(sessions)
     directory = DeviceDirectory(repository, auto_register=True)
-    directory.start()
     info = directory.admit("inst-1", "dev-1", DeviceKind.GAS)
-    directory.stop()
+    with pytest.raises(OSError, match="down"):
+        directory.write_pending()
     assert repository.attempts == 1
     assert directory.lookup("dev-1") == info
-    assert "could not store 1 auto-registered devices" in caplog.text
-
-
-def test_stop_without_start_is_harmless(repository: RegistryRepository) -> None:
-    directory = DeviceDirectory(repository, auto_register=True)
-    directory.stop()
-    assert directory.lookup("x") is None
+    assert directory.unwritten == 1, "kept for the next round"
+    directory.admit("inst-1", "dev-2", DeviceKind.GAS)
+    directory.admit("inst-1", "dev-1", DeviceKind.GAS)
+    assert directory.unwritten == 2, "at most one entry per device while the database is away"
 
 
 def test_import_works_before_the_data_dir_exists(tmp_path: Path) -> None:
