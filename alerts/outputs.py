@@ -69,7 +69,11 @@ class WebhookOutput(Checkpointed):
         self.delivered = 0
 
     def handle(self, events: Sequence[LogEvent]) -> None:
-        """Send each event meant for this webhook; checkpoint what was done, also on failure."""
+        """Send each event meant for this webhook; checkpoint what was done, also on failure.
+
+        The position is saved after each delivery: a crash repeats at most the one delivery
+        in flight (with the same delivery id).
+        """
         done = self.position
         try:
             for event in events:
@@ -77,6 +81,7 @@ class WebhookOutput(Checkpointed):
                 if message is not None and wants(self.hook, message):
                     self.send(event.position, message.body)
                     self.delivered += 1
+                    self._save(event.position)
                 done = event.position
         finally:
             self._save(done)

@@ -11,6 +11,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from api.deps import ApiContext
 from api.routers import alerts, dead_letters, devices, health, reports, stream, tickets
+from core.db import DatabaseUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(tickets.router)
     app.include_router(reports.router)
     app.include_router(stream.router)
-    for away in (OperationalError, InterfaceError, PoolTimeoutError):
+    for away in (OperationalError, InterfaceError, PoolTimeoutError, DatabaseUnavailableError):
         app.add_exception_handler(away, _database_away)
     return app
 

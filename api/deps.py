@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
 
 from alerts.stage import AlertStage
+from core.db import DatabaseWatch
 from core.health import Health
 from core.ports import EventLog
 from core.registry.repository import RegistryRepository
@@ -42,6 +43,7 @@ class ApiContext:
     health: Health = field(default_factory=Health)
     # Set at shutdown: live streams end, their clients reconnect to whoever serves next.
     closing: threading.Event = field(default_factory=threading.Event)
+    database: DatabaseWatch | None = None
 
 
 def get_context(request: Request) -> ApiContext:
@@ -74,6 +76,16 @@ def require_token(
 
 
 CurrentUser = Annotated[User, Depends(require_token)]
+
+
+def require_database(context: ContextDep, _user: CurrentUser) -> None:
+    """503 at once while the database does not answer, instead of a request that hangs
+    (after the caller is known: a stranger learns nothing of the database)."""
+    if context.database is not None:
+        context.database.check()
+
+
+NeedsDatabase = Depends(require_database)
 
 
 def scope(context: ApiContext, user: User) -> list[str] | None:

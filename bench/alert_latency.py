@@ -17,6 +17,10 @@ generator process keeps publishing ordinary readings from 1,000 devices at `--lo
    deadline is 5 s (2.5 × heartbeat) after that reading; the error is how late `device_offline`
    arrives on the stream after it.
 
+4. With `--database postgres --hung`: PostgreSQL is stopped with SIGSTOP (postmaster and
+   backends: a database that hangs) and `--alarms` other detectors alarm as in 1; then it is
+   let go, and the benchmark waits until every one of them is an alert row in SQL.
+
 Prints p50, p99 and max of each, the background rate hazardwatch actually received, and the
 machine.
 """
@@ -44,7 +48,7 @@ from bench.loadgen import publish_fast
 from bench.machine import describe
 from core.settings import parse_mqtt_url
 from tests.integration.service_process import ServiceProcess, StreamReader
-from tests.servers import InfluxDB1, Mosquitto
+from tests.servers import InfluxDB1, Mosquitto, Postgres
 
 PREFIX = "hazardwatch/v1"
 ALARMS_PER_S = 20.0
@@ -107,7 +111,7 @@ def raised_at(stream: StreamReader, kind: str, devices: Container[str]) -> dict[
 
 
 def alarms(
-    service: ServiceProcess, url: str, stream: StreamReader, count: int
+    service: ServiceProcess, url: str, stream: StreamReader, count: int, first: int = 0
 ) -> tuple[list[float], list[float], float]:
     """(hazardwatch latencies, broker latencies, background msg/s received meanwhile)."""
     raw = RawSubscriber(url)
@@ -117,12 +121,12 @@ def alarms(
     client.loop_start()
     sent: dict[str, float] = {}
     before, started = received_total(service), time.monotonic()
-    for i in range(count):
+    for i in range(first, first + count):
         device = f"alarm-{i:05d}"
         # One institution each: two alarms of one zone would be a fire_confirmed, not the point.
         topic = f"{PREFIX}/lat-{i:05d}/{device}/event"
         body = json.dumps({"seq": 1, "type": "alarm", "source": "smoke"})
-        delay = started + i / ALARMS_PER_S - time.monotonic()
+        delay = started + (i - first) / ALARMS_PER_S - time.monotonic()
         if delay > 0:
             time.sleep(delay)
         sent[device] = time.monotonic()
@@ -229,23 +233,32 @@ def main() -> None:
     parser.add_argument("--load", type=float, default=10_000, help="background msg/s")
     parser.add_argument("--offline", type=int, default=200, help="devices that fall silent")
     parser.add_argument("--faults", type=int, default=300, help="faults that open tickets")
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument(
+        "--hung", action="store_true", help="then alarms again with PostgreSQL hung (SIGSTOP)"
+    )
     args = parser.parse_args()
+    if args.hung and args.database != "postgres":
+        parser.error("--hung needs --database postgres")
     print(describe())
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         broker = Mosquitto(work / "mosquitto").start()
         influx = InfluxDB1(work / "influx").start()
         influx.create_database("bench")
-        service = ServiceProcess(
-            work,
-            {
-                "HAZARDWATCH_MQTT_URL": broker.url,
-                "HAZARDWATCH_INFLUX_URL": influx.url,
-                "HAZARDWATCH_INFLUX_API": "v1",
-                "HAZARDWATCH_INFLUX_DB": "bench",
-            },
-        )
-        (work / "registry.yaml").write_text(registry(args.alarms, args.offline), encoding="utf-8")
+        env = {
+            "HAZARDWATCH_MQTT_URL": broker.url,
+            "HAZARDWATCH_INFLUX_URL": influx.url,
+            "HAZARDWATCH_INFLUX_API": "v1",
+            "HAZARDWATCH_INFLUX_DB": "bench",
+        }
+        postgres = None
+        if args.database == "postgres":
+            postgres = Postgres(work / "postgres").start()
+            env["HAZARDWATCH_DATABASE_URL"] = postgres.create_database("bench")
+        service = ServiceProcess(work, env)
+        devices = args.alarms * (2 if args.hung else 1)
+        (work / "registry.yaml").write_text(registry(devices, args.offline), encoding="utf-8")
         service.hazardwatch("registry", "import", str(work / "registry.yaml"))
         load: multiprocessing.Process | None = None
         try:
@@ -278,12 +291,47 @@ def main() -> None:
                 f"heartbeat {HEARTBEAT_S} s): {percentiles(late)}; "
                 f"earliest {min(late) * 1000:.1f} ms"
             )
+            if args.hung and postgres is not None:
+                hung(service, broker.url, stream, postgres, args.alarms)
         finally:
             if load is not None:
                 load.terminate()
             service.stop()
             influx.stop()
             broker.stop()
+            if postgres is not None:
+                postgres.resume()
+                postgres.cleanup()
+
+
+def hung(
+    service: ServiceProcess, url: str, stream: StreamReader, postgres: Postgres, count: int
+) -> None:
+    """Alarms while PostgreSQL hangs; then every one of them must become an alert row."""
+    postgres.pause()
+    try:
+        ours, raw, background = alarms(service, url, stream, count, first=count)
+    finally:
+        postgres.resume()
+    print(f"PostgreSQL hung (SIGSTOP): background received {background:,.0f} msg/s")
+    print(f"baseline  publish -> bare paho subscriber:  {percentiles(raw)}")
+    print(f"hazardwatch publish -> SSE stream, PostgreSQL hung: {percentiles(ours)}")
+    resumed = time.monotonic()
+    deadline = resumed + 120
+    stored = 0
+    while time.monotonic() < deadline:
+        response = service.api(
+            "GET", "/api/v1/alerts", params={"kind": "smoke_alarm", "limit": "1000"}
+        )
+        if response.status_code == 200:
+            stored = len([a for a in response.json() if int(a["device"][6:]) >= count])
+            if stored == count:
+                break
+        time.sleep(0.5)
+    print(
+        f"after PostgreSQL came back: {stored} of {count} alert rows in SQL "
+        f"within {time.monotonic() - resumed:.1f} s"
+    )
 
 
 if __name__ == "__main__":

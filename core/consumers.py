@@ -14,9 +14,9 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from core.errors import HazardwatchError
 from core.eventlog import FileCheckpoints, LogEvent
 from core.health import Component
+from core.loops import log_failure
 from core.ports import EventLog
 from core.retry import Backoff
 
@@ -54,13 +54,22 @@ async def feed(
     backoff: Backoff | None = None,
 ) -> None:
     """Feed `consumer` from its checkpoint for ever (until cancelled)."""
-    backoff = backoff or Backoff(first=0.5, most=60.0)
+    backoff = backoff or Backoff(first=0.5, most=10.0)
     while True:
         try:
             await _call(component, consumer.load)
             break
         except Exception as exc:  # noqa: BLE001 - reported and retried: its store may be down
             await _failed(component, consumer, exc, backoff)
+    if consumer.position > events.head:  # the log was lost or replaced; the state was kept
+        log.error(
+            "consumer %s is at position %d, beyond the event log's head %d: the log was "
+            "replaced; it goes on from the head",
+            consumer.name,
+            consumer.position,
+            events.head,
+        )
+        consumer.position = events.head
     events.note(consumer.name, consumer.position)
     component.backlog = lambda: events.head - consumer.position
     cursor = events.cursor(consumer.position)
@@ -107,30 +116,9 @@ async def _failed(
     component: Component, consumer: Consumer, exc: Exception, backoff: Backoff
 ) -> None:
     delay = backoff.next()
-    reason = f"{type(exc).__name__}: {exc}"
-    component.failing(reason)
-    if backoff.attempts == 1 or backoff.attempts % 10 == 0:  # not a line every few seconds
-        log.error(
-            "consumer %s failed after position %d (attempt %d): %s; retrying in %.1f s",
-            consumer.name,
-            consumer.position,
-            backoff.attempts,
-            reason,
-            delay,
-            exc_info=backoff.attempts == 1 and not _outside(exc),
-        )
+    component.failing(f"{type(exc).__name__}: {exc}")
+    log_failure(f"consumer {consumer.name}", exc, backoff.attempts, delay, consumer.position)
     await asyncio.sleep(delay)
-
-
-# Failures of the systems a consumer talks to: a line in the log says it all. Anything else
-# is a bug of ours and is logged with its traceback.
-_OUTSIDE_LIBRARIES = ("httpx", "httpcore", "sqlalchemy", "psycopg", "aiomqtt", "paho")
-
-
-def _outside(exc: BaseException) -> bool:
-    if isinstance(exc, OSError | HazardwatchError):
-        return True
-    return type(exc).__module__.split(".", 1)[0] in _OUTSIDE_LIBRARIES
 
 
 class Checkpointed:

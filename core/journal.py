@@ -110,6 +110,8 @@ class Journal:
     ):
         self.directory = directory
         self._track_lag = track_lag
+        if max_bytes is not None:  # segments small enough that handing on frees the cap
+            segment_bytes = min(segment_bytes, max(1 << 20, max_bytes // 8))
         self._segment_bytes = segment_bytes
         self._max_bytes = max_bytes
         self._fsync = fsync

@@ -163,6 +163,26 @@ class EventSettings(BaseModel):
     )
 
 
+class DatabaseSettings(BaseModel):
+    """How long the SQL database may take: a hung one must never hang the service."""
+
+    model_config = _SECTION
+    connect_timeout_s: float = Field(default=5, gt=0, le=120, description="to connect")
+    statement_timeout_s: float = Field(
+        default=15, gt=0, le=3600, description="longest statement (PostgreSQL statement_timeout)"
+    )
+    lock_timeout_s: float = Field(
+        default=5, gt=0, le=600, description="longest wait for a lock (PostgreSQL lock_timeout)"
+    )
+    patience_s: float = Field(
+        default=3,
+        gt=0,
+        le=60,
+        description="a statement unanswered this long means the database is away: requests "
+        "that need it get 503 at once, and /readyz says so",
+    )
+
+
 class SpoolSettings(BaseModel):
     """Ingest's spools on disk (data dir `raw/` and `spool/`)."""
 
@@ -227,6 +247,10 @@ class Settings(BaseSettings):
     events: EventSettings = Field(
         default_factory=EventSettings,
         description="the event log ([events] in TOML, HAZARDWATCH_EVENTS__*)",
+    )
+    database: DatabaseSettings = Field(
+        default_factory=DatabaseSettings,
+        description="SQL timeouts ([database] in TOML, HAZARDWATCH_DATABASE__*)",
     )
     spool: SpoolSettings = Field(
         default_factory=SpoolSettings,

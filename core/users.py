@@ -36,9 +36,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from core.db import UtcDateTime
+from core.db import DatabaseUnavailableError, UtcDateTime
 from core.errors import HazardwatchError
 
 metadata = MetaData()
@@ -111,13 +111,18 @@ def token_hash(token: str) -> str:
 
 
 CACHE_S = 10.0  # a revocation by another process (the CLI) takes effect within this
+# While the database is away, a user seen this recently still gets in (the duty officer's
+# console must reconnect to the live stream during an outage); unknown tokens do not.
+STALE_S = 3600.0
 
 
 class UserStore:
-    """Users in the SQL database, looked up by token (cached for CACHE_S)."""
+    """Users in the SQL database, looked up by token (cached for CACHE_S, or STALE_S while
+    the database is away)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, away: Callable[[], bool] = lambda: False) -> None:
         self._engine = engine
+        self._away = away
         self._lock = threading.Lock()
         self._by_hash: dict[str, tuple[float, User | None]] = {}
 
@@ -170,8 +175,26 @@ class UserStore:
         now = time.monotonic()
         with self._lock:
             cached = self._by_hash.get(digest)
-            if cached is not None and now - cached[0] < CACHE_S:
-                return cached[1]
+        if cached is not None and now - cached[0] < CACHE_S:
+            return cached[1]
+        stale = cached[1] if cached is not None and now - cached[0] < STALE_S else None
+        if self._away():  # asking would only join the stuck queries
+            if stale is not None:
+                return stale
+            raise DatabaseUnavailableError("the database is away: users cannot be checked")
+        try:
+            user = self._lookup(digest)
+        except SQLAlchemyError:
+            if stale is not None:
+                return stale
+            raise
+        with self._lock:
+            if len(self._by_hash) > 10_000:  # wrong tokens must not grow it without end
+                self._by_hash.clear()
+            self._by_hash[digest] = (now, user)
+        return user
+
+    def _lookup(self, digest: str) -> User | None:
         with self._engine.connect() as connection:
             row = (
                 connection.execute(
@@ -180,12 +203,7 @@ class UserStore:
                 .mappings()
                 .first()
             )
-        user = _user(row) if row is not None else None
-        with self._lock:
-            if len(self._by_hash) > 10_000:  # wrong tokens must not grow it without end
-                self._by_hash.clear()
-            self._by_hash[digest] = (now, user)
-        return user
+        return _user(row) if row is not None else None
 
 
 def _user(row: object) -> User:

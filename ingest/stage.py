@@ -178,7 +178,15 @@ class IngestStage:
                     batch = sorted(self._oversized(reader.oversized) + batch, key=lambda r: r[0])
                     reader.oversized.clear()
                 if batch:
-                    self._digest(batch, component)
+                    try:
+                        self._digest(batch, component)
+                    except OSError:
+                        if not self._stop.is_set():
+                            raise
+                        # Stopping while the disk refuses: the batch stays in the raw spool
+                        # and is digested again at the next start.
+                        log.warning("stopped with a batch not handed on; it waits in the spool")
+                        return
                     self.digested_lsn = batch[-1][0]
                     self.source.release_through(self.digested_lsn)  # now in the points spool
                 if time.monotonic() >= next_size_at:

@@ -478,6 +478,30 @@ class Postgres(ServerProcess):
             ServerProcess._stray_dirs.discard(self.rundir)
             shutil.rmtree(self.rundir, ignore_errors=True)
 
+    def pause(self) -> None:
+        """Stop the postmaster and every backend with SIGSTOP: a database that hangs (a stalled
+        disk on its host). Connections stay open; nothing answers."""
+        for pid in self._processes():
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT what `pause` stopped."""
+        for pid in self._processes():
+            os.kill(pid, signal.SIGCONT)
+
+    def _processes(self) -> list[int]:
+        """The postmaster and its children (backends, background workers)."""
+        assert self._proc is not None, "not running"
+        postmaster = self._proc.pid
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                # "pid (comm) state ppid …": comm may hold spaces, so split after its ")"
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == postmaster:
+                    children.append(int(stat.parent.name))
+        return [postmaster, *children]
+
     def _run_initdb(self) -> None:
         cmd = [self.initdb, "-D", str(self.datadir), "-U", "postgres", "--no-sync"]
         cmd += ["--auth-local=trust", "--auth-host=scram-sha-256"]

@@ -3,6 +3,9 @@
 A change is written to `ticket_outbox` in its own transaction (tickets/store.py); the relay
 appends the waiting rows to the log and deletes them. Woken after every change in this
 process, and every second for those of another process on the same database.
+
+A crash between the append and the delete would append them again: at start (`recover`),
+rows whose event is in the log already are deleted instead, so each change is in the log once.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from sqlalchemy import Engine, RowMapping, delete, select
 
 from core.eventlog import TICKET, NewEvent
 from core.health import Component
+from core.loops import repeat
 from core.ports import EventLog
 from tickets.tables import ticket_outbox
 
@@ -23,6 +27,9 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 POLL_S = 1.0
+# The newest events searched at start for changes appended before a crash (one batch of the
+# relay, and whatever the alert engine appended after it before the crash).
+RECOVER_SCAN = 200_000
 
 
 class TicketRelay:
@@ -41,6 +48,30 @@ class TicketRelay:
         if loop is not None and wake is not None:
             with contextlib.suppress(RuntimeError):  # the loop has closed: shutting down
                 loop.call_soon_threadsafe(wake.set)
+
+    def recover(self, scan: int = RECOVER_SCAN) -> int:
+        """Delete waiting rows that a crash left after appending them; how many."""
+        with self._engine.connect() as connection:
+            rows = connection.execute(select(ticket_outbox.c.id, ticket_outbox.c.body)).all()
+        waiting = {row[1]["event_id"]: row[0] for row in rows}
+        if not waiting:
+            return 0
+        logged: list[int] = []
+        cursor = self._events.cursor(max(0, self._events.head - scan))
+        try:
+            while batch := cursor.next_batch(5000):
+                for event in batch:
+                    if event.kind == TICKET:
+                        event_id = orjson.loads(event.data).get("event_id")
+                        if event_id in waiting:
+                            logged.append(waiting[event_id])
+        finally:
+            cursor.close()
+        if logged:
+            with self._engine.begin() as connection:
+                connection.execute(delete(ticket_outbox).where(ticket_outbox.c.id.in_(logged)))
+            log.warning("ticket relay: %d changes were in the event log already", len(logged))
+        return len(logged)
 
     def relay(self, limit: int = BATCH) -> int:
         """Move up to `limit` waiting changes to the log; how many it moved.
@@ -63,17 +94,7 @@ class TicketRelay:
     async def run(self, component: Component) -> None:
         """Relay until cancelled."""
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
-        while True:
-            self._wake.clear()
-            component.busy()
-            try:
-                moved = await asyncio.to_thread(self.relay)
-            finally:
-                component.idle()
-            component.progress()
-            if moved < BATCH:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), POLL_S)
+        await repeat(component, lambda: self.relay() == BATCH, every_s=POLL_S, wake=self._wake)
 
 
 def _event(row: RowMapping) -> NewEvent:

@@ -7,13 +7,13 @@ alarm path: the alarm is on the log before the ledger sees it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from sqlalchemy import Engine
 
 from core.clock import Clock, SystemClock
 from core.health import Component
+from core.loops import repeat
 from core.ports import EventLog
 from tickets.attachments import AttachmentStore
 from tickets.consumer import LedgerConsumer
@@ -49,15 +49,4 @@ class TicketStage:
 
     async def run_clock(self, component: Component) -> None:
         """Delayed openings and escalation, every few seconds, until cancelled."""
-        while True:
-            component.busy()
-            try:
-                await asyncio.to_thread(self.ledger.tick)
-            except Exception as exc:  # noqa: BLE001 - the database may be away: next round
-                component.failing(f"{type(exc).__name__}: {exc}")
-                log.warning("ledger clock: %s", exc)
-            else:
-                component.progress()
-            finally:
-                component.idle()
-            await asyncio.sleep(TICK_S)
+        await repeat(component, self.ledger.tick, every_s=TICK_S)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 
 from alerts.stage import AlertStage
-from api.deps import ContextDep, CurrentUser, narrow, require, scope
+from api.deps import ContextDep, CurrentUser, NeedsDatabase, narrow, require, scope
 from api.schemas import AlertAct, AlertDetail, HistoryPublic
 from core.alerting import Alert, AlertKind, AlertState
 from core.errors import InvalidTransitionError, NotFoundError
@@ -24,7 +24,7 @@ def _stage(context: ContextDep) -> AlertStage:
     return context.alerts
 
 
-@router.get("")
+@router.get("", dependencies=[NeedsDatabase])
 def list_alerts(
     context: ContextDep,
     user: CurrentUser,
@@ -59,7 +59,7 @@ def list_alerts(
     return _with_tickets(context, found)
 
 
-@router.get("/{alert_id}")
+@router.get("/{alert_id}", dependencies=[NeedsDatabase])
 def get_alert(alert_id: str, context: ContextDep, user: CurrentUser) -> AlertDetail:
     """One alert with its history, oldest first."""
     stage = _stage(context)

@@ -14,7 +14,7 @@ router = APIRouter(prefix="/api/v1/dead-letters", tags=["dead letters"])
 
 
 @router.get("")
-async def list_dead_letters(
+def list_dead_letters(
     context: ContextDep,
     user: CurrentUser,
     reason: str | None = None,

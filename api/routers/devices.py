@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
 
-from api.deps import ContextDep, CurrentUser, scope
+from api.deps import ContextDep, CurrentUser, NeedsDatabase, scope
 from api.schemas import DevicePublic
 
-router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
+router = APIRouter(prefix="/api/v1/devices", tags=["devices"], dependencies=[NeedsDatabase])
 
 
 @router.get("/{device_id}")
-async def get_device(device_id: str, context: ContextDep, user: CurrentUser) -> DevicePublic:
+def get_device(device_id: str, context: ContextDep, user: CurrentUser) -> DevicePublic:
     """Registry data plus `online`, `last_seen` and the latest reading."""
     device = context.registry.device(device_id)
     visible = scope(context, user)

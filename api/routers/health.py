@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
@@ -28,12 +29,7 @@ async def readyz(context: ContextDep) -> JSONResponse:
     is stuck or failed. `status` says `degraded` when something is wrong that the service
     rides out (the time-series store or the SQL database away, a webhook refusing); every
     component is listed with its state, its last progress and its backlog."""
-    checks = {}
-    for name, check in context.readiness.items():
-        try:
-            checks[name] = await asyncio.wait_for(asyncio.to_thread(check), CHECK_TIMEOUT_S)
-        except Exception:  # noqa: BLE001 - a failing check is a "no", not an error
-            checks[name] = False
+    checks = {name: await _probe(check) for name, check in context.readiness.items()}
     components_ready, status, components = context.health.report()
     ready = components_ready and all(checks.get(name, True) for name in REQUIRED)
     if not ready:
@@ -49,3 +45,20 @@ async def metrics(context: ContextDep) -> Response:
     """Prometheus text format (collected in a worker thread: collectors may block)."""
     text = await asyncio.to_thread(generate_latest, context.metrics)
     return Response(text, media_type=CONTENT_TYPE_LATEST)
+
+
+# A probe still waiting for its last answer (a hung server) is not asked again: a no at once,
+# instead of one more thread stuck in it for every request.
+_probing: dict[Callable[[], bool], asyncio.Future[bool]] = {}
+
+
+async def _probe(check: Callable[[], bool]) -> bool:
+    running = _probing.get(check)
+    if running is not None and not running.done():
+        return False
+    future: asyncio.Future[bool] = asyncio.ensure_future(asyncio.to_thread(check))
+    _probing[check] = future
+    try:
+        return await asyncio.wait_for(asyncio.shield(future), CHECK_TIMEOUT_S)
+    except Exception:  # noqa: BLE001 - a failing check is a "no", not an error
+        return False

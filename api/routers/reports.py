@@ -7,10 +7,10 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
-from api.deps import ContextDep, CurrentUser, scope
+from api.deps import ContextDep, CurrentUser, NeedsDatabase, scope
 from tickets.reports import Month, Reports
 
-router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+router = APIRouter(prefix="/api/v1/reports", tags=["reports"], dependencies=[NeedsDatabase])
 
 _TYPES = {
     "csv": "text/csv; charset=utf-8",

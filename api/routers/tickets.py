@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, HTTPException, Query, Response, UploadFile, status
 from fastapi.responses import FileResponse
 
-from api.deps import ContextDep, CurrentUser, narrow, require, scope
+from api.deps import ContextDep, CurrentUser, NeedsDatabase, narrow, require, scope
 from api.schemas import (
     EvidenceLink,
     TicketAssign,
@@ -25,7 +25,7 @@ from tickets.models import Evidence, Ticket, TicketAction, TicketSource, TicketS
 from tickets.stage import TicketStage
 from tickets.store import TicketQuery
 
-router = APIRouter(prefix="/api/v1/tickets", tags=["tickets"])
+router = APIRouter(prefix="/api/v1/tickets", tags=["tickets"], dependencies=[NeedsDatabase])
 
 
 def _stage(context: ContextDep) -> TicketStage:

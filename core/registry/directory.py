@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import Mapping
@@ -11,6 +10,7 @@ from types import MappingProxyType
 from typing import Protocol
 
 from core.health import Component
+from core.loops import repeat
 from core.models import DeviceKind
 from core.registry.models import Device
 from core.registry.repository import RegistryRepository
@@ -105,17 +105,7 @@ class DeviceDirectory:
     async def run_writer(self, component: Component) -> None:
         """Write auto-registrations twice a second, until cancelled."""
         component.backlog = lambda: self.unwritten
-        while True:
-            await asyncio.sleep(WRITE_EVERY_S)
-            component.busy()
-            try:
-                await asyncio.to_thread(self.write_pending)
-            except Exception as exc:  # noqa: BLE001 - the database may be down: they wait
-                component.failing(f"{type(exc).__name__}: {exc}")
-            else:
-                component.progress()
-            finally:
-                component.idle()
+        await repeat(component, self.write_pending, every_s=WRITE_EVERY_S)
 
 
 def _info(device: Device) -> DeviceInfo:

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterable
 
 from core.health import Component
+from core.loops import repeat
 from core.registry.models import Institution
 from core.registry.repository import RegistryRepository
 
@@ -49,14 +50,5 @@ class InstitutionCache:
 
     async def run(self, component: Component) -> None:
         """Refresh every minute, until cancelled; the old copy stays while the database is away."""
-        while True:
-            await asyncio.sleep(REFRESH_S)
-            component.busy()
-            try:
-                await asyncio.to_thread(self.load)
-            except Exception as exc:  # noqa: BLE001 - the database may be away: keep the copy
-                component.failing(f"{type(exc).__name__}: {exc}")
-            else:
-                component.progress()
-            finally:
-                component.idle()
+        await asyncio.sleep(REFRESH_S)
+        await repeat(component, self.load, every_s=REFRESH_S)

@@ -14,6 +14,7 @@ from typing import Protocol
 import pytest
 
 from core.db import make_engine, session_factory, upgrade
+from core.health import Health
 from core.registry.directory import DeviceDirectory
 from core.registry.models import RegistryFile
 from core.registry.repository import RegistryRepository
@@ -122,7 +123,12 @@ class StageFactory(Protocol):
         influx: tuple[InfluxDB1, str] | None = None,
         auto_register: bool = True,
         registry: RegistryFile | None = None,
+        spool_max_bytes: int | None = None,
     ) -> IngestStage: ...
+
+
+# What the tasks of each running stage report, by id of the stage (tests read its states).
+stage_health: dict[int, Health] = {}
 
 
 @pytest.fixture
@@ -138,6 +144,7 @@ def stage_factory(
         influx: tuple[InfluxDB1, str] | None = None,
         auto_register: bool = True,
         registry: RegistryFile | None = None,
+        spool_max_bytes: int | None = None,
     ) -> IngestStage:
         server, db = influx or (influxdb, influx_db)
         n = len(stages)
@@ -150,8 +157,10 @@ def stage_factory(
             endpoint=parse_mqtt_url(broker.url),
             client_id=f"hw-{uuid.uuid4().hex[:8]}",
             prefix=mqtt_topic_prefix,
+            spool_max_bytes=spool_max_bytes,
         )
         running = Running(stage.tasks(), stage.shutdown).start()
+        stage_health[id(stage)] = running.health
         stages.append((stage, running))
         assert stage.source.wait_connected(10), "ingest did not connect to Mosquitto"
         return stage
@@ -160,4 +169,5 @@ def stage_factory(
     for stage, running in stages:
         running.stop()
         stage.close()
+        stage_health.pop(id(stage), None)
         assert running.error is None, f"the stage's tasks failed: {running.error!r}"

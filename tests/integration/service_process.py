@@ -120,12 +120,28 @@ class ServiceProcess:
 
 
 class StreamReader:
-    """Reads GET /api/v1/stream in a thread; keeps every event with the time it arrived."""
+    """Reads GET /api/v1/stream in a thread; keeps every event with the time it arrived.
 
-    def __init__(self, service: ServiceProcess, token: str = TOKEN) -> None:
+    With `resume`, it behaves as a browser's EventSource: when the stream ends (the service
+    stops or crashes) it connects again, sending the id of the last event it got as
+    Last-Event-ID, for as long as it is not closed.
+    """
+
+    def __init__(
+        self,
+        service: ServiceProcess,
+        token: str = TOKEN,
+        *,
+        resume: bool = False,
+        last_event_id: int | None = None,
+    ) -> None:
         self.events: list[tuple[float, str, dict[str, Any]]] = []  # (monotonic, event, body)
+        self.ids: list[int] = []  # the event ids, in the order received
+        self.connections = 0
+        self.last_event_id = last_event_id
         self._service = service
         self._token = token
+        self._resume = resume
         self._connected = threading.Event()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="sse-reader", daemon=True)
@@ -133,27 +149,44 @@ class StreamReader:
         assert self._connected.wait(10), "the stream did not open"
 
     def _run(self) -> None:
+        while not self._closing:
+            try:
+                self._read_once()
+            except (httpx.HTTPError, AssertionError):
+                if not self._resume:
+                    if self._closing:
+                        return
+                    raise
+            if not self._resume:
+                return
+            time.sleep(0.2)  # EventSource waits `retry` ms; the test need not wait 2 s
+
+    def _read_once(self) -> None:
         headers = {"Authorization": f"Bearer {self._token}"}
+        if self.last_event_id is not None:
+            headers["Last-Event-ID"] = str(self.last_event_id)
         url = f"{self._service.base}/api/v1/stream"
         with (
             httpx.Client(timeout=httpx.Timeout(10, read=None)) as client,
             client.stream("GET", url, headers=headers) as response,
         ):
             assert response.status_code == 200
+            self.connections += 1
             self._connected.set()
-            event, data = "message", ""
-            try:
-                for line in response.iter_lines():
-                    if line.startswith("event:"):
-                        event = line[6:].strip()
-                    elif line.startswith("data:"):
-                        data += line[5:].strip()
-                    elif not line and data:
-                        self.events.append((time.monotonic(), event, json.loads(data)))
-                        event, data = "message", ""
-            except httpx.HTTPError:
-                if not self._closing:
-                    raise
+            event, data, event_id = "message", "", None
+            for line in response.iter_lines():
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data += line[5:].strip()
+                elif line.startswith("id:"):
+                    event_id = int(line[3:].strip())
+                elif not line and data:
+                    self.events.append((time.monotonic(), event, json.loads(data)))
+                    if event_id is not None:
+                        self.ids.append(event_id)
+                        self.last_event_id = event_id
+                    event, data, event_id = "message", "", None
 
     def alert_changes(self) -> list[dict[str, Any]]:
         """The bodies of the `alert` events so far."""

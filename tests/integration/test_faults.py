@@ -14,7 +14,7 @@ from typing import Any
 from core.registry.models import Device, Institution, RegistryFile
 from ingest.parser import Reason
 from ingest.stage import IngestStage
-from tests.integration.conftest import StageFactory
+from tests.integration.conftest import StageFactory, stage_health
 from tests.integration.mqtt_tools import Publisher, Stream, wait_until
 from tests.servers import InfluxDB1, Mosquitto, MosquittoFactory
 
@@ -220,3 +220,46 @@ def test_a_5_mib_payload_is_a_dead_letter_with_its_size_and_never_reaches_the_di
     )
     assert stage.source.size_bytes() < 1 << 20, "only the start of the payload was spooled"
     _assert_exactly_once(influxdb.points("reading", influx_db), 2)
+
+
+def test_full_spools_stop_the_acknowledgements_and_lose_nothing(
+    stage_factory: StageFactory,
+    mosquitto_factory: MosquittoFactory,
+    tmp_path: Path,
+    mqtt_topic_prefix: str,
+) -> None:
+    """InfluxDB away long enough to fill the spools: nothing more is acknowledged (the broker
+    holds it), the service says why, and when the store is back everything arrives once."""
+    influx = InfluxDB1(tmp_path / "own-influx").start()
+    try:
+        influx.create_database("full")
+        broker = mosquitto_factory()
+        stage = stage_factory(broker, influx=(influx, "full"), spool_max_bytes=2 << 20)
+        influx.stop()
+        total = 30_000
+        publisher = Publisher(broker.url)
+        message = _reading(mqtt_topic_prefix, devices=50)
+        for i in range(total):
+            publisher.publish(*message(i))
+
+        def refused() -> bool:  # both spools full: the edge takes nothing more
+            ready, _, reports = stage_health[id(stage)].report()
+            edge = reports["edge"]
+            return not ready and edge["state"] == "failed" and "full" in edge["reason"]
+
+        wait_until(refused, timeout=60, what="the full spools to be reported")
+        reasons = stage_health[id(stage)].report()[2]
+        assert "points spool cannot be written" in reasons["digester"]["reason"]
+        taken = stage.source.committed_lsn
+        time.sleep(2.0)
+        assert stage.source.committed_lsn == taken, "nothing more is taken while full"
+        assert taken < total
+        influx.start()
+        publisher.wait_all_acked(timeout=120)
+        publisher.close()
+        wait_until(lambda: influx.count("reading", "full") >= total, timeout=180, what="all")
+        wait_until(lambda: stage.pending == 0, timeout=30)
+        _assert_exactly_once(influx.points("reading", "full"), total)
+        assert stage_health[id(stage)].report()[0], "ready again"
+    finally:
+        influx.stop()

@@ -127,3 +127,16 @@ async def test_a_coroutine_consumer_runs_on_the_loop(log: JournalEventLog) -> No
     async with feeding(log, consumer, Component("async")):
         await until(lambda: consumer.position == 4)
     assert consumer.seen == [1, 2, 3, 4]
+
+
+async def test_a_consumer_beyond_a_replaced_log_goes_on_from_its_head(
+    log: JournalEventLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    log.append([event(1), event(2)])
+    consumer = Recorder(start=40)  # the database kept a position of a log that is gone
+    async with feeding(log, consumer, Component("recorder")):
+        await until(lambda: consumer.position == 2)
+        log.append([event(3)])
+        await until(lambda: consumer.position == 3)
+    assert consumer.seen == [3], "what comes after, not a skip of the next 38 events"
+    assert "beyond the event log's head" in caplog.text

@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from alerts.events import to_event
@@ -22,7 +23,7 @@ from core.alerting import (
 from core.clock import FakeClock
 from core.db import make_engine, upgrade
 from core.errors import InvalidTransitionError, NotFoundError
-from core.eventlog import JournalEventLog
+from core.eventlog import JournalEventLog, NewEvent
 from core.registry.models import Institution, InstitutionType, Person
 from tickets.consumer import LedgerConsumer
 from tickets.ledger import Ledger
@@ -405,3 +406,36 @@ def test_the_relay_moves_ticket_changes_to_the_log_in_order_once(
     assert bodies[0]["alert_id"] == alert.id and bodies[1]["ticket"]["status"] == "assigned"
     assert bodies[0]["event_id"] < bodies[1]["event_id"]
     assert [b["notify"] for b in bodies] == [True, False], "assignments are not sent out"
+
+
+def test_changes_appended_before_a_crash_are_not_appended_again(desk: Desk, tmp_path: Path) -> None:
+    log = JournalEventLog(tmp_path / "events", fsync=False)
+    desk.tell(desk.alert(AlertKind.TAMPER))
+    desk.ledger.act(desk.one().id, A.ASSIGNED, "duty")
+    waiting = desk.store.pending_events()
+    # The relay appended them, and the process died before it could delete them:
+    log.append(
+        [
+            NewEvent("ticket", body["ticket"]["id"], "inst-1", orjson.dumps(body))
+            for body in waiting[:1]
+        ]
+    )
+    log.append(
+        [
+            to_event(
+                "smoke-1",
+                AlertChange(
+                    alert=desk.alert(AlertKind.SMOKE_ALARM),
+                    action=AlertAction.RAISED,
+                    at=desk.clock.now(),
+                ),
+            )
+        ]
+    )
+    relay = TicketRelay(desk.store.engine, log)
+    assert relay.recover() == 1, "the first was in the log already"
+    assert [e["action"] for e in desk.store.pending_events()] == ["assigned"]
+    assert relay.relay() == 1
+    actions = [e.body()["action"] for e in log.cursor(0).next_batch(10) if e.kind == "ticket"]
+    assert actions == ["opened", "assigned"], "each once"
+    assert relay.recover() == 0

@@ -1,0 +1,242 @@
+"""The stages of one service and what connects them, built from the settings.
+
+The supervisor (hazardwatch/supervisor.py) runs the tasks they name; hazardwatch/service.py
+starts and stops the whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from alerts.metrics import AlertCollector
+from alerts.outputs import InfluxAlertOutput, MqttOutput, WebhookOutput
+from alerts.stage import AlertStage
+from alerts.store import AlertStore
+from core.consumers import Consumer, feed
+from core.db import DatabaseWatch, Timeouts, WalCheckpointer, make_engine, session_factory
+from core.eventlog import JournalEventLog
+from core.health import Component, Health, TaskSpec
+from core.loops import repeat
+from core.ports import TimeSeriesSink
+from core.registry.directory import DeviceDirectory
+from core.registry.institutions import InstitutionCache
+from core.registry.repository import RegistryRepository
+from core.settings import MqttEndpoint, Settings
+from core.users import UserStore
+from ingest.messages import Accepted
+from ingest.sinks.embedded import EmbeddedSink
+from ingest.sinks.influx_v1 import InfluxV1Sink
+from ingest.sinks.influx_v2 import InfluxV2Sink
+from ingest.stage import IngestStage
+from tickets.attachments import AttachmentStore
+from tickets.outputs import TicketPoints
+from tickets.policy import Policy
+from tickets.stage import TicketStage
+
+log = logging.getLogger(__name__)
+
+PRUNE_EVERY_S = 60.0
+
+
+def build_sink(settings: Settings) -> TimeSeriesSink:
+    """InfluxDB v1 or v2 as configured, or the embedded store."""
+    token = settings.influx_token.get_secret_value() if settings.influx_token else None
+    if settings.influx_url is None:
+        return EmbeddedSink(settings.data_dir / "timeseries.sqlite")
+    if settings.influx_api == "v1":
+        return InfluxV1Sink(settings.influx_url, settings.influx_db, token)
+    assert token is not None  # enforced by Settings
+    return InfluxV2Sink(settings.influx_url, settings.influx_db, settings.influx_org, token)
+
+
+@dataclass
+class Parts:
+    """The stages and what connects them."""
+
+    settings: Settings
+    endpoint: MqttEndpoint
+    database: DatabaseWatch
+    repository: RegistryRepository
+    users: UserStore
+    institutions: InstitutionCache
+    directory: DeviceDirectory
+    events: JournalEventLog
+    ingest: IngestStage
+    alerts: AlertStage
+    tickets: TicketStage
+    checkpointer: WalCheckpointer
+    outputs: list[Consumer]
+    http: httpx.Client
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        endpoint: MqttEndpoint,
+        client_id: str,
+        policy: Policy,
+        mqtt5: bool,
+    ) -> Parts:
+        """Every stage, from the settings (blocking: reads the registry)."""
+        db = settings.database
+        engine = make_engine(
+            settings.sql_url,
+            Timeouts(db.connect_timeout_s, db.statement_timeout_s, db.lock_timeout_s),
+        )
+        watch = DatabaseWatch(engine, db.patience_s)
+        repository = RegistryRepository(session_factory(engine))
+        institutions = InstitutionCache(repository)
+        log.info("registry: %d institutions", institutions.load())
+        directory = DeviceDirectory(repository, auto_register=settings.auto_register)
+        log.info("registry: %d devices", directory.load())
+        events = JournalEventLog(
+            settings.data_dir / "events",
+            retention_s=settings.events.retention_days * 86400,
+            max_bytes=settings.events.max_mib << 20,
+        )
+        ingest = IngestStage(
+            data_dir=settings.data_dir,
+            sink=build_sink(settings),
+            directory=directory,
+            endpoint=endpoint,
+            mqtt5=mqtt5,
+            client_id=client_id,
+            spool_max_bytes=settings.spool.max_mib << 20,
+        )
+        alerts = AlertStage(
+            settings.alerts, directory, AlertStore(engine), events, settings.data_dir
+        )
+        attachments = AttachmentStore(
+            settings.data_dir, int(settings.tickets.attachment_max_mb * 2**20)
+        )
+        tickets = TicketStage(policy, engine, institutions.get, events, attachments=attachments)
+        http = httpx.Client()
+        checkpoints = events.checkpoints
+        outputs: list[Consumer] = [
+            MqttOutput(endpoint, events, checkpoints, mqtt5=mqtt5),
+            InfluxAlertOutput(build_sink(settings), events, checkpoints),
+            TicketPoints(build_sink(settings), events, checkpoints),
+        ]
+        outputs += [
+            WebhookOutput(hook, http, institutions.get, events, checkpoints)
+            for hook in settings.alerts.webhooks
+        ]
+        parts = cls(
+            settings,
+            endpoint,
+            watch,
+            repository,
+            UserStore(engine, away=lambda: watch.away),
+            institutions,
+            directory,
+            events,
+            ingest,
+            alerts,
+            tickets,
+            WalCheckpointer(engine),
+            outputs,
+            http,
+        )
+        parts._wire()
+        return parts
+
+    def _wire(self) -> None:
+        """Accepted messages to the alert engine; the engine's changes durable per batch."""
+        alerts = self.alerts
+
+        def observe(accepted: Accepted) -> None:
+            alerts.observe(accepted.message, accepted.raw.received_at, accepted.raw.lsn)
+
+        self.ingest.receiver.add_listener(observe)
+        self.ingest.barriers.append(alerts.barrier)
+        self.ingest.metrics.registry.register(AlertCollector(alerts.engine))
+
+    def recover(self) -> None:
+        """Read the spools' tails, rebuild the alert engine, settle the ticket relay's last
+        batch: before anything runs."""
+        self.ingest.recover()
+        self.alerts.recover(self.ingest.recovered_seen.items())
+        self.tickets.relay.recover()
+
+    def consumers(self) -> list[Consumer]:
+        """Every reader of the event log that keeps a checkpoint."""
+        return [self.alerts.projection, self.tickets.consumer, *self.outputs]
+
+    def tasks(self, health: Health) -> list[TaskSpec]:
+        """Every loop of the service."""
+        health.add(self.alerts.journal_health)
+        specs = [
+            *self.ingest.tasks(),
+            TaskSpec("alert-clock", self.alerts.run_clock),
+            TaskSpec("ticket-relay", self.tickets.relay.run, depends_on="the database"),
+            TaskSpec("ledger-clock", self.tickets.run_clock, depends_on="the database"),
+            TaskSpec("registry-writer", self.directory.run_writer, depends_on="the database"),
+            TaskSpec("institutions", self.institutions.run, depends_on="the database"),
+            TaskSpec("event-log-prune", self._prune),
+        ]
+        if self.checkpointer.needed:
+            specs.append(TaskSpec("wal-checkpoint", self.checkpointer.run))
+        for consumer in self.consumers():
+            specs.append(
+                TaskSpec(
+                    consumer.name, _feeder(self.events, consumer), depends_on=_outside(consumer)
+                )
+            )
+        return specs
+
+    async def caught_up(self, within_s: float) -> None:
+        """Give the consumers a moment to handle what the last changes put on the log."""
+        deadline = loop_time() + within_s
+        head = self.events.head
+        while loop_time() < deadline:
+            if all(c.position >= head for c in self.consumers()):
+                return
+            await asyncio.sleep(0.05)
+
+    async def _prune(self, component: Component) -> None:
+        """Drop event-log segments every consumer has handled, past the retention."""
+        names = [c.name for c in self.consumers()]
+        await asyncio.sleep(PRUNE_EVERY_S)
+        await repeat(component, lambda: self.events.prune(names), every_s=PRUNE_EVERY_S)
+
+    def close(self) -> None:
+        """Release files and connections (after every task has ended)."""
+        self.ingest.close()
+        self.http.close()
+        self.events.close()
+        with contextlib.suppress(Exception):  # writing them is retried at the next start
+            self.directory.write_pending()
+
+
+def _feeder(
+    events: JournalEventLog, consumer: Consumer
+) -> Callable[[Component], Coroutine[Any, Any, None]]:
+    async def run(component: Component) -> None:
+        await feed(events, consumer, component)
+
+    return run
+
+
+def _outside(consumer: Consumer) -> str:
+    """The outside system a consumer waits on when it is slow."""
+    name = consumer.name
+    if name.startswith("webhook:"):
+        return f"the webhook {name.removeprefix('webhook:')}"
+    if name.startswith("influx"):
+        return "the time-series store"
+    if name == "mqtt":
+        return "the MQTT broker"
+    return "the database"
+
+
+def loop_time() -> float:
+    """Monotonic seconds."""
+    return time.monotonic()
