@@ -146,6 +146,18 @@ class TicketSettings(BaseModel):
     )
 
 
+class IngestSettings(BaseModel):
+    """Checks on what devices send, beyond the contract's fixed ones."""
+
+    model_config = _SECTION
+    max_past_days: float = Field(
+        default=30,
+        gt=0,
+        le=3650,
+        description="a device ts older than this before its receive time is a dead letter, days",
+    )
+
+
 class Settings(BaseSettings):
     """Configuration of one hazardwatch process (contract section 4)."""
 
@@ -194,6 +206,10 @@ class Settings(BaseSettings):
     tickets: TicketSettings = Field(
         default_factory=TicketSettings,
         description="the hazard ledger ([tickets] in TOML, HAZARDWATCH_TICKETS__*)",
+    )
+    ingest: IngestSettings = Field(
+        default_factory=IngestSettings,
+        description="checks on device input ([ingest] in TOML, HAZARDWATCH_INGEST__*)",
     )
 
     @field_validator("mqtt_url")

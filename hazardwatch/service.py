@@ -129,6 +129,7 @@ class Service:
             endpoint=endpoint,
             mqtt5=self.broker is None,  # amqtt speaks MQTT 3.1.1 only
             client_id=self.client_id,
+            checks=settings.ingest,
         )
         self.alerts = AlertStage(
             settings.alerts,

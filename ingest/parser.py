@@ -9,6 +9,7 @@ import orjson
 from pydantic import ValidationError
 
 from core.models import (
+    EARLIEST_TS,
     ID_RE,
     MAX_FUTURE_SKEW_S,
     MAX_PAYLOAD_BYTES,
@@ -20,6 +21,8 @@ from core.models import (
 from ingest.messages import Accepted, RawMessage, Rejected, Verdict
 
 DEFAULT_PREFIX = "hazardwatch/v1"
+# Devices buffer readings while offline and send them later; older than this is a clock fault.
+DEFAULT_MAX_PAST = timedelta(days=30)
 # Valid topics seen recently; three per device, so this covers large fleets.
 TOPIC_CACHE_MAX = 300_000
 
@@ -37,6 +40,7 @@ class Reason:
     INVALID_FIELD = "invalid_field"
     BAD_TIMESTAMP = "bad_timestamp"
     FUTURE_TIMESTAMP = "future_timestamp"
+    STALE_TIMESTAMP = "stale_timestamp"
     BAD_STATUS = "bad_status"
     UNKNOWN_DEVICE = "unknown_device"
     INSTITUTION_MISMATCH = "institution_mismatch"
@@ -54,7 +58,11 @@ class _Bad(Exception):
 class Parser:
     """Turns a `RawMessage` into an `Accepted` or a `Rejected`; never raises."""
 
-    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(
+        self, prefix: str = DEFAULT_PREFIX, max_past: timedelta = DEFAULT_MAX_PAST
+    ) -> None:
+        """`max_past`: how much older than its receive time a device's `ts` may be."""
+        self._max_past = max_past
         self._prefix_parts = prefix.strip("/").split("/")
         self._n = len(self._prefix_parts)
         self._topics: dict[str, tuple[str, str, Channel]] = {}
@@ -117,7 +125,7 @@ class Parser:
         if channel is Channel.STATUS:
             return self._status(raw, text, institution, device)
         body = _load_object(text)
-        ts, from_device = _timestamp(body.pop("ts", None), raw.received_at)
+        ts, from_device = self._timestamp(body.pop("ts", None), raw.received_at)
         body.update(institution=institution, device=device, ts=ts, ts_from_device=from_device)
         model = Telemetry if channel is Channel.TELEMETRY else Event
         try:
@@ -134,7 +142,7 @@ class Parser:
         state = body.get("state")
         if state not in ("online", "offline"):
             raise _Bad(Reason.BAD_STATUS, "state must be 'online' or 'offline'")
-        ts, from_device = _timestamp(body.get("ts"), raw.received_at)
+        ts, from_device = self._timestamp(body.get("ts"), raw.received_at)
         try:
             return Status(
                 ts=ts,
@@ -146,22 +154,31 @@ class Parser:
         except ValidationError as exc:
             raise _Bad(Reason.INVALID_FIELD, _first_error(exc)) from None
 
+    def _timestamp(self, value: object, received_at: datetime) -> tuple[datetime, bool]:
+        """The device time (RFC 3339 or epoch ms), or the receive time when absent."""
+        if value is None:
+            return received_at, False
+        ts = _read_timestamp(value)
+        if ts - received_at > timedelta(seconds=MAX_FUTURE_SKEW_S):
+            raise _Bad(Reason.FUTURE_TIMESTAMP, f"ts {ts.isoformat()} is more than 5 min ahead")
+        if ts < EARLIEST_TS:
+            raise _Bad(
+                Reason.STALE_TIMESTAMP,
+                f"ts {ts.isoformat()} is before {EARLIEST_TS.isoformat()}: the device clock is "
+                "not set",
+            )
+        bound = received_at - self._max_past
+        if ts < bound:
+            raise _Bad(
+                Reason.STALE_TIMESTAMP,
+                f"ts {ts.isoformat()} is before {bound.isoformat()}, "
+                f"{_span(self._max_past)} before the receive time",
+            )
+        return ts.astimezone(UTC), True
 
-def _load_object(text: str) -> dict[str, Any]:
-    # orjson is strict RFC 8259: NaN and Infinity, which json.loads accepts, are refused.
-    try:
-        body = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise _Bad(Reason.BAD_JSON, f"not JSON: {exc}"[:200]) from None
-    if not isinstance(body, dict):
-        raise _Bad(Reason.NOT_AN_OBJECT, f"payload is a JSON {type(body).__name__}, not an object")
-    return body
 
-
-def _timestamp(value: object, received_at: datetime) -> tuple[datetime, bool]:
-    """The device time (RFC 3339 or epoch ms), or the receive time when absent."""
-    if value is None:
-        return received_at, False
+def _read_timestamp(value: object) -> datetime:
+    """An RFC 3339 string or integer epoch milliseconds, with its UTC offset."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise _Bad(Reason.BAD_TIMESTAMP, "ts must be an RFC 3339 string or integer epoch ms")
     try:
@@ -173,9 +190,25 @@ def _timestamp(value: object, received_at: datetime) -> tuple[datetime, bool]:
         raise _Bad(Reason.BAD_TIMESTAMP, f"unreadable ts: {exc}"[:200]) from None
     if ts.tzinfo is None:
         raise _Bad(Reason.BAD_TIMESTAMP, "ts has no UTC offset (RFC 3339 requires one)")
-    if ts - received_at > timedelta(seconds=MAX_FUTURE_SKEW_S):
-        raise _Bad(Reason.FUTURE_TIMESTAMP, f"ts {ts.isoformat()} is more than 5 min ahead")
-    return ts.astimezone(UTC), True
+    return ts
+
+
+def _span(span: timedelta) -> str:
+    """A limit as people write it: "30 days", or the timedelta's own form."""
+    if span.days and span == timedelta(days=span.days):
+        return f"{span.days} days" if span.days != 1 else "1 day"
+    return str(span)
+
+
+def _load_object(text: str) -> dict[str, Any]:
+    # orjson is strict RFC 8259: NaN and Infinity, which json.loads accepts, are refused.
+    try:
+        body = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise _Bad(Reason.BAD_JSON, f"not JSON: {exc}"[:200]) from None
+    if not isinstance(body, dict):
+        raise _Bad(Reason.NOT_AN_OBJECT, f"payload is a JSON {type(body).__name__}, not an object")
+    return body
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -15,12 +15,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from core.ports import TimeSeriesSink
 from core.registry.directory import DeviceDirectory
-from core.settings import MqttEndpoint
+from core.settings import IngestSettings, MqttEndpoint
 from ingest.deadletters import DeadLetterStore
 from ingest.edge import RECEIVE_MAXIMUM, decode_raw
 from ingest.edge_process import EdgeProcess
@@ -59,6 +59,7 @@ class IngestStage:
         prefix: str = DEFAULT_PREFIX,
         receive_maximum: int | None = RECEIVE_MAXIMUM,
         metrics: IngestMetrics | None = None,
+        checks: IngestSettings | None = None,
     ) -> None:
         self.metrics = metrics or IngestMetrics()
         self.spool = Spool(data_dir / "spool")
@@ -66,7 +67,8 @@ class IngestStage:
         self.sink = sink
         self.directory = directory
         self.presence = Presence(self.metrics)
-        parser = Parser(prefix)
+        checks = checks or IngestSettings()
+        parser = Parser(prefix, timedelta(days=checks.max_past_days))
         self.receiver = Receiver(parser, directory, self.metrics)
         self.receiver.add_listener(self.presence)
         self.forwarder = Forwarder(self.spool, sink, self.dead_letters, self.metrics)

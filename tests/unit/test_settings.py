@@ -57,7 +57,7 @@ def write_toml(tmp_path: Path, text: str) -> Path:
 
 
 # Added by the project (documented in docs/configuration.md), beside the contract's.
-PROJECT_SECTIONS = {"alerts", "tickets"}
+PROJECT_SECTIONS = {"alerts", "tickets", "ingest"}
 
 
 def test_the_fields_are_the_contract_variables_and_the_project_sections() -> None:
@@ -79,6 +79,18 @@ def test_alert_settings_come_from_nested_variables_and_toml(
     assert settings.alerts.webhooks[0].format == "wecom"
     shown = json.dumps(settings.redacted())
     assert "secret-key" not in shown and "qyapi.weixin.qq.com" in shown
+
+
+def test_the_ingest_age_limit_comes_from_its_variable_and_toml(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert load_settings().ingest.max_past_days == 30
+    config = write_toml(tmp_path, "[ingest]\nmax_past_days = 7\n")
+    assert load_settings(config).ingest.max_past_days == 7
+    monkeypatch.setenv("HAZARDWATCH_INGEST__MAX_PAST_DAYS", "2.5")
+    assert load_settings(config).ingest.max_past_days == 2.5
+    monkeypatch.setenv("HAZARDWATCH_INGEST__MAX_PAST_DAYS", "0")
+    assert "HAZARDWATCH_INGEST__MAX_PAST_DAYS" in config_error()
 
 
 def test_bad_alert_settings_name_the_variable() -> None:
