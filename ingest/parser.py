@@ -96,6 +96,14 @@ class Parser:
 
     def _split_new_topic(self, topic: str) -> tuple[str, str, Channel]:
         parts = topic.split("/")
+        if "" in parts[1:-1]:
+            # A doubled separator inside the topic ("…/inst-1//dev-1/…"), as firmware that
+            # joins levels by hand sends: no level of ours may be empty (contract section 1), so
+            # when the topic has the right depth without it, that is the topic meant. Otherwise
+            # it is an id left empty (invalid_id); leading and trailing ones stay unknown.
+            kept = [parts[0], *(part for part in parts[1:-1] if part), parts[-1]]
+            if len(kept) == self._n + 3:
+                parts = kept
         if len(parts) != self._n + 3 or parts[: self._n] != self._prefix_parts:
             raise _Bad(Reason.UNKNOWN_TOPIC, f"not {'/'.join(self._prefix_parts)}/+/+/<channel>")
         institution, device, channel = parts[self._n :]

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from core.clock import to_epoch_ms
 from core.models import Channel, DeviceKind, DeviceMessage, Event, Telemetry
 from core.registry.directory import DeviceDirectory
-from ingest.dedupe import Deduplicator, digest
+from ingest.dedupe import Deduplicator, digest, identify
 from ingest.messages import Accepted, RawMessage, Rejected, Verdict
 from ingest.metrics import IngestMetrics
 from ingest.parser import Parser, Reason
@@ -87,13 +87,13 @@ class Receiver:
         channel = raw.topic.rsplit("/", 1)[-1]
         channel = channel if channel in _CHANNELS else "other"
         self._metrics.count_received(channel)
+        # Known by device id, never by topic string: one device, one window, however spelled.
         key = verdict.message.device if isinstance(verdict, Accepted) else verdict.device
         key = key or raw.topic
         fingerprint = digest(raw.payload)
-        identifying = raw.dup or raw.retained
-        if isinstance(verdict, Accepted) and verdict.message.seq is not None:
-            identifying = True
-        if self.dedupe.is_duplicate(key, fingerprint, identifying=identifying):
+        message_id = identify(verdict.message) if isinstance(verdict, Accepted) else None
+        flagged = raw.dup or raw.retained
+        if self.dedupe.is_duplicate(key, fingerprint, flagged=flagged, message=message_id):
             self._metrics.duplicates.inc()
             return None
         if isinstance(verdict, Rejected):
@@ -103,7 +103,7 @@ class Receiver:
         info = self._directory.lookup(verdict.message.device)
         points = to_points(verdict.message, info.kind.value if info else None)
         received_ms = to_epoch_ms(raw.received_at)
-        record = encode_points(key, fingerprint, received_ms, points, raw_lsn)
+        record = encode_points(key, fingerprint, received_ms, points, raw_lsn, message_id)
         self._metrics.count_accepted(channel)
         for listener in self._listeners:
             try:

@@ -221,7 +221,7 @@ class IngestStage:
             while batch := reader.next_batch(10_000):
                 for _, body in batch:
                     record = decode(body)
-                    self.receiver.dedupe.remember(record.key, record.digest)
+                    self.receiver.dedupe.remember(record.key, record.digest, record.message_id)
                     if record.dead_letter is None:
                         seen = self.recovered_seen.get(record.key, 0.0)
                         self.recovered_seen[record.key] = max(seen, record.received_ms / 1000)

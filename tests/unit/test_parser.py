@@ -445,7 +445,7 @@ def test_an_unknown_topic_is_rejected_without_ids(topic: str) -> None:
 @pytest.mark.parametrize(
     ("institution", "device"),
     [
-        ("", "dev-1"),
+        ("", "dev-1"),  # an empty level that is not a doubled slash: an id left empty
         ("inst-1", ""),
         ("-inst", "dev-1"),  # must start with a letter or digit
         ("inst-1", ".dev"),
@@ -461,6 +461,35 @@ def test_an_unknown_topic_is_rejected_without_ids(topic: str) -> None:
 def test_invalid_ids_are_rejected(institution: str, device: str) -> None:
     verdict = rejected(f"hazardwatch/v1/{institution}/{device}/telemetry", b"{}")
     assert verdict.reason == Reason.INVALID_ID
+    assert (verdict.institution, verdict.device) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "hazardwatch/v1/inst-1//dev-1/telemetry",
+        "hazardwatch/v1//inst-1/dev-1/telemetry",
+        "hazardwatch/v1/inst-1/dev-1//telemetry",
+        "hazardwatch//v1/inst-1///dev-1/telemetry",
+    ],
+)
+def test_a_doubled_slash_inside_the_topic_names_the_same_device(topic: str) -> None:
+    message = accepted(topic, b'{"seq": 5}')
+    assert (message.institution, message.device, message.seq) == ("inst-1", "dev-1", 5)
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "hazardwatch/v1/inst-1/dev-1/telemetry/",
+        "hazardwatch/v1/inst-1/dev-1/status//",
+        "hazardwatch/v1/inst-1//dev-1/zone/telemetry",
+        "/hazardwatch/v1/inst-1/dev-1/telemetry",
+    ],
+)
+def test_slashes_at_either_end_or_a_level_too_many_stay_unknown(topic: str) -> None:
+    verdict = rejected(topic, b"{}")
+    assert verdict.reason == Reason.UNKNOWN_TOPIC
     assert (verdict.institution, verdict.device) == (None, None)
 
 
