@@ -158,6 +158,18 @@ class IngestSettings(BaseModel):
     )
 
 
+class DeadLetterSettings(BaseModel):
+    """How much of the dead-letter store is kept (enforced by DeadLetterStore.prune)."""
+
+    model_config = _SECTION
+    keep_days: float = Field(
+        default=30, gt=0, description="dead letters older than this are deleted, days"
+    )
+    max_mib: float = Field(
+        default=512, gt=0, description="beyond this size the oldest dead letters are deleted, MiB"
+    )
+
+
 class Settings(BaseSettings):
     """Configuration of one hazardwatch process (contract section 4)."""
 
@@ -210,6 +222,10 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(
         default_factory=IngestSettings,
         description="checks on device input ([ingest] in TOML, HAZARDWATCH_INGEST__*)",
+    )
+    deadletters: DeadLetterSettings = Field(
+        default_factory=DeadLetterSettings,
+        description="the dead-letter budget ([deadletters] in TOML, HAZARDWATCH_DEADLETTERS__*)",
     )
 
     @field_validator("mqtt_url")

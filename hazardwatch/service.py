@@ -130,6 +130,7 @@ class Service:
             mqtt5=self.broker is None,  # amqtt speaks MQTT 3.1.1 only
             client_id=self.client_id,
             checks=settings.ingest,
+            dead_letter_budget=settings.deadletters,
         )
         self.alerts = AlertStage(
             settings.alerts,

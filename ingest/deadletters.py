@@ -1,14 +1,20 @@
-"""The dead-letter store: rejected messages with their reasons, in a SQLite file."""
+"""The dead-letter store: rejected messages with their reasons, in a SQLite file, on a budget."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from core.clock import to_epoch_ms
 from ingest.records import DeadLetter
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -24,22 +30,83 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 CREATE INDEX IF NOT EXISTS dead_letters_by_reason ON dead_letters (reason, id);
 CREATE INDEX IF NOT EXISTS dead_letters_by_device ON dead_letters (device, id);
+CREATE INDEX IF NOT EXISTS dead_letters_by_time ON dead_letters (received_ms);
 """
+# Every dead letter ever kept, by reason: pruning the old ones leaves these alone. A trigger
+# counts only the rows really inserted (a replayed LSN is ignored, and not counted).
+COUNTS = """
+BEGIN IMMEDIATE;
+CREATE TABLE dead_letter_counts (reason TEXT PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TRIGGER dead_letters_counted AFTER INSERT ON dead_letters BEGIN
+    INSERT INTO dead_letter_counts (reason, n) VALUES (NEW.reason, 1)
+    ON CONFLICT (reason) DO UPDATE SET n = n + 1;
+END;
+INSERT INTO dead_letter_counts (reason, n)
+    SELECT reason, count(*) FROM dead_letters GROUP BY reason;
+COMMIT;
+"""
+DEFAULT_KEEP = timedelta(days=30)
+DEFAULT_MAX_BYTES = 512 * 2**20
+PRUNE_BATCH = 5000  # rows per transaction, so that listing and adding wait little meanwhile
+PRUNE_TO = 0.9  # over the size budget, prune to this share of it, not just under it
 
 
 class DeadLetterStore:
     """Append-mostly storage of dead letters, listed newest first."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, *, keep: timedelta = DEFAULT_KEEP, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
+        """Dead letters older than `keep`, or beyond `max_bytes` in the file, go at `prune`."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.keep = keep
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        if not self._tables():
+            # A new file gives pages freed by pruning back to the disk (incremental_vacuum);
+            # this has to be set before the first table.
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        if "dead_letter_counts" not in self._tables():  # a new file, or one from before
+            try:
+                self._db.executescript(COUNTS)
+            except BaseException:
+                self._rollback()
+                raise
 
-    def add_many(self, letters: Sequence[tuple[int, DeadLetter]]) -> None:
-        """Store dead letters keyed by spool LSN; a key seen before is ignored."""
+    def _tables(self) -> set[str]:
+        rows = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {name for (name,) in rows}
+
+    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work(db)` in one transaction, rolled back on any failure.
+
+        Otherwise a failed write (disk full, I/O error) would leave the transaction open, and
+        every later BEGIN would fail with "cannot start a transaction within a transaction".
+        """
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(self._db)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        return result
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+            self._db.execute("ROLLBACK")
+
+    def add_many(self, letters: Sequence[tuple[int, DeadLetter]]) -> bool:
+        """Store dead letters keyed by spool LSN; a key seen before is ignored.
+
+        False when the database refused the write (disk full, I/O error): it is rolled back
+        and logged, never raised, so that the digester and the forwarder go on; both write
+        the same dead letters (same LSNs), so the second one may still store them.
+        """
         rows = [
             (
                 lsn,
@@ -54,12 +121,14 @@ class DeadLetterStore:
             )
             for lsn, d in letters
         ]
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-            )
-            self._db.execute("COMMIT")
+        sql = "INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        try:
+            with self._lock:
+                self._write(lambda db: db.executemany(sql, rows))
+        except sqlite3.Error as exc:
+            log.error("cannot store %d dead letters (from LSN %d): %s", len(rows), rows[0][0], exc)
+            return False
+        return True
 
     def list(
         self,
@@ -89,12 +158,62 @@ class DeadLetterStore:
         return [(row[0], DeadLetter(*row[1:])) for row in rows]
 
     def counts(self) -> dict[str, int]:
-        """Number of dead letters per reason."""
+        """Number of dead letters ever kept, per reason (pruned ones included)."""
         with self._lock:
             rows: list[Any] = self._db.execute(
-                "SELECT reason, count(*) FROM dead_letters GROUP BY reason"
+                "SELECT reason, n FROM dead_letter_counts WHERE n > 0"
             ).fetchall()
         return {reason: int(n) for reason, n in rows}
+
+    def prune(self, now: datetime) -> int:
+        """Delete, oldest first, what is older than the budget's age or over its size.
+
+        Returns how many dead letters were deleted.
+        """
+        cutoff = to_epoch_ms(now - self.keep)
+        removed = self._delete_while(
+            "SELECT id FROM dead_letters WHERE received_ms < ? LIMIT ?", cutoff
+        )
+        if self.used_bytes() > self.max_bytes:
+            target = int(self.max_bytes * PRUNE_TO)
+            while self.used_bytes() > target:
+                deleted = self._delete_while(
+                    "SELECT id FROM dead_letters ORDER BY id LIMIT ?", None, once=True
+                )
+                if not deleted:
+                    break
+                removed += deleted
+        if removed:
+            with self._lock:
+                self._db.execute("PRAGMA incremental_vacuum")
+            log.info(
+                "dead letters: %d deleted, older than %s or beyond %d bytes",
+                removed,
+                self.keep,
+                self.max_bytes,
+            )
+        return removed
+
+    def _delete_while(self, select: str, bound: int | None, *, once: bool = False) -> int:
+        """Delete the rows `select` finds, PRUNE_BATCH per transaction, until none are left."""
+        args: tuple[int, ...] = (PRUNE_BATCH,) if bound is None else (bound, PRUNE_BATCH)
+        removed = 0
+        while True:
+            with self._lock:
+                done = self._write(
+                    lambda db: db.execute(f"DELETE FROM dead_letters WHERE id IN ({select})", args)
+                ).rowcount
+            removed += done
+            if once or done < PRUNE_BATCH:
+                return removed
+
+    def used_bytes(self) -> int:
+        """Bytes of the file that hold data (pages in use; free pages are reused)."""
+        with self._lock:
+            pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+            free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+            size = self._db.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * size)
 
     def close(self) -> None:
         """Close the file."""

@@ -153,7 +153,7 @@ class Receiver:
     def _reject(self, rejected: Rejected, key: str, fingerprint: int, raw_lsn: int) -> Outcome:
         letter = dead_letter_of(rejected)
         self._metrics.dead_lettered.labels(rejected.reason).inc()
-        log.info(
+        log.warning(
             "dead letter (%s) device=%s topic=%s: %s; payload %r",
             rejected.reason,
             rejected.device,

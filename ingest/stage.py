@@ -20,7 +20,7 @@ from pathlib import Path
 
 from core.ports import TimeSeriesSink
 from core.registry.directory import DeviceDirectory
-from core.settings import IngestSettings, MqttEndpoint
+from core.settings import DeadLetterSettings, IngestSettings, MqttEndpoint
 from ingest.deadletters import DeadLetterStore
 from ingest.edge import RECEIVE_MAXIMUM, decode_raw
 from ingest.edge_process import EdgeProcess
@@ -60,10 +60,16 @@ class IngestStage:
         receive_maximum: int | None = RECEIVE_MAXIMUM,
         metrics: IngestMetrics | None = None,
         checks: IngestSettings | None = None,
+        dead_letter_budget: DeadLetterSettings | None = None,
     ) -> None:
         self.metrics = metrics or IngestMetrics()
         self.spool = Spool(data_dir / "spool")
-        self.dead_letters = DeadLetterStore(data_dir / "deadletters.sqlite")
+        budget = dead_letter_budget or DeadLetterSettings()
+        self.dead_letters = DeadLetterStore(
+            data_dir / "deadletters.sqlite",
+            keep=timedelta(days=budget.keep_days),
+            max_bytes=int(budget.max_mib * 2**20),
+        )
         self.sink = sink
         self.directory = directory
         self.presence = Presence(self.metrics)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -169,3 +170,18 @@ def test_a_restarted_stage_knows_the_identities_of_the_spools_tail(
         assert after.duplicates() == 2
     finally:
         after.close()
+
+
+def test_each_dead_letter_is_a_warning_naming_reason_device_and_topic(
+    feed: Feed, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret_tail = b"TAIL-NOT-LOGGED"
+    payload = b"{not json " + b"x" * 200 + secret_tail
+    with caplog.at_level(logging.WARNING, logger="ingest.receiver"):
+        assert feed.send(payload)
+    [record] = [r for r in caplog.records if r.name == "ingest.receiver"]
+    assert record.levelno == logging.WARNING
+    text = record.getMessage()
+    assert "dead letter (bad_json)" in text
+    assert "device=dev-1" in text and f"topic={TELEMETRY}" in text
+    assert secret_tail not in text.encode() and "x" * 100 in text  # cut at 120 bytes
