@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,6 +11,7 @@ from pydantic import ValidationError
 
 from core.models import (
     EARLIEST_TS,
+    ID_PATTERN,
     ID_RE,
     MAX_FUTURE_SKEW_S,
     MAX_PAYLOAD_BYTES,
@@ -23,8 +25,12 @@ from ingest.messages import Accepted, RawMessage, Rejected, Verdict
 DEFAULT_PREFIX = "hazardwatch/v1"
 # Devices buffer readings while offline and send them later; older than this is a clock fault.
 DEFAULT_MAX_PAST = timedelta(days=30)
-# Valid topics seen recently; three per device, so this covers large fleets.
-TOPIC_CACHE_MAX = 300_000
+# Valid topics seen recently. Small on purpose: it pays for fleets of a few thousand devices
+# (a hit costs 0.07 µs, a fresh split 0.7 µs); with a large fleet's round-robin traffic no
+# cache short of the whole fleet hits, and 300,000 topics held 800 bytes per device of 100,000.
+TOPIC_CACHE_MAX = 8192
+_ID = ID_PATTERN.removeprefix("^").removesuffix("$")
+_CHANNELS = {channel.value: channel for channel in Channel}
 
 
 class Reason:
@@ -66,6 +72,10 @@ class Parser:
         self._prefix_parts = prefix.strip("/").split("/")
         self._n = len(self._prefix_parts)
         self._topics: dict[str, tuple[str, str, Channel]] = {}
+        # Every well-formed topic in one match; the others go the long way, to say what is wrong.
+        self._well_formed = re.compile(
+            re.escape("/".join(self._prefix_parts)) + f"/({_ID})/({_ID})/(telemetry|event|status)"
+        )
 
     @property
     def subscriptions(self) -> list[str]:
@@ -88,7 +98,11 @@ class Parser:
         known = self._topics.get(topic)
         if known is not None:
             return known
-        split = self._split_new_topic(topic)
+        if match := self._well_formed.fullmatch(topic):
+            institution, device, channel = match.groups()
+            split = (institution, device, _CHANNELS[channel])
+        else:
+            split = self._split_new_topic(topic)
         if len(self._topics) >= TOPIC_CACHE_MAX:
             self._topics.clear()
         self._topics[topic] = split
