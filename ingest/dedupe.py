@@ -6,10 +6,11 @@ spelling is the same message. A message without `seq` is known by its payload by
 equal bytes count as a duplicate only when the broker marked the copy as a redelivery (DUP) or
 a retained replay: the same bare "online" may well be a new message.
 
-Each device costs one int (64 bytes; 96 once it has restarted) in one dict: the highest `seq`,
-a bitmap of the 64 seqs below it, the latest device `ts`, the same of the count before a
-restart, and the digests of the last four messages without `seq`. MQTT redelivers within
-seconds of the first attempt (MQTT 5.0 section 4.4), so a short window is enough.
+Each device costs one int (about 80 bytes; 112 once it has restarted) in one dict: the highest
+`seq`, a bitmap of the 64 seqs below it, the latest device `ts`, the same of the count before a
+restart, the digests of the last four messages without `seq`, and the receive stamp last
+given to one of those (Receiver._restamp). MQTT redelivers within seconds of the first attempt
+(MQTT 5.0 section 4.4), so a short window is enough.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import hashlib
 from itertools import islice
 from typing import NamedTuple
 
-from core.clock import to_epoch_ms
 from core.models import DeviceMessage, Event, EventType
 
 WINDOW_SEQ = 64  # seqs at and below the highest one that are remembered
@@ -28,6 +28,7 @@ MAX_DEVICES = 1_000_000
 # A device's state, packed in one int (the smallest Python object that holds this many bits);
 # fields of fixed width, those seldom set at the top so that most ints stay short:
 #   ring       the last RECENT_DIGESTS payload digests, 32 bits each, newest lowest; 0: none
+#   stamp      the receive stamp last given to a message of the device without ts (ms; 0: none)
 #   ts_max     the latest device `ts` of a message with `seq`, epoch ms; 0: none
 #   start_ts   the device `ts` of the message that began the current count; 0: none
 #   seen       bit i set: `seq` (high - i) of the current count was seen; 0: no count yet
@@ -40,12 +41,14 @@ _RING_MASK = (1 << _RING_BITS) - 1
 _TS_MASK = (1 << 48) - 1
 _SEQ_MASK = (1 << 64) - 1  # seq is at most 2**64 - 1: orjson reads larger numbers as floats
 _SEEN_MASK = (1 << WINDOW_SEQ) - 1
-_TS_MAX_AT = _RING_BITS
+_STAMP_AT = _RING_BITS
+_TS_MAX_AT = _STAMP_AT + 48
 _START_AT = _TS_MAX_AT + 48
 _SEEN_AT = _START_AT + 48
 _HIGH_AT = _SEEN_AT + WINDOW_SEQ
 _OLD_SEEN_AT = _HIGH_AT + 64
 _OLD_HIGH_AT = _OLD_SEEN_AT + WINDOW_SEQ
+_BELOW_TS_MAX = (1 << _TS_MAX_AT) - 1  # the ring and the stamp
 
 
 def digest(payload: bytes) -> int:
@@ -65,7 +68,9 @@ def identify(message: DeviceMessage) -> MessageId | None:
     """The identity of a message with `seq`; None for one without (known by its bytes)."""
     if message.seq is None:
         return None
-    ts_ms = to_epoch_ms(message.ts) if message.ts_from_device else None
+    # Through the float: a third of core.clock.to_epoch_ms's time, exact for the milliseconds
+    # devices send, and the same for every copy of a message, which is all an identity needs.
+    ts_ms = round(message.ts.timestamp() * 1000) if message.ts_from_device else None
     power_on = isinstance(message, Event) and message.type is EventType.POWER_ON
     return MessageId(message.seq, ts_ms, power_on)
 
@@ -118,6 +123,30 @@ class Deduplicator:
             self._devices[key] = _with_digest(state, found)
         if len(self._devices) > self._max_devices:
             self._forget()
+
+    def stamp(self, key: str, time_ms: int) -> int:
+        """A receive stamp for a message of `key` without ts: `time_ms`, or the last one + 1.
+
+        Kept here, in the same int as the device's identities, because a dict of its own cost
+        80 bytes a device (see Receiver._restamp for why stamps must not repeat).
+        """
+        state = self._devices.get(key, 0)
+        last = state >> _STAMP_AT & _TS_MASK
+        stamp = min(max(time_ms, last + 1, 0), _TS_MASK)
+        self._devices[key] = state & ~(_TS_MASK << _STAMP_AT) | stamp << _STAMP_AT
+        if len(self._devices) > self._max_devices:
+            self._forget()
+        return stamp
+
+    def remember_stamp(self, key: str, time_ms: int) -> None:
+        """A stamp given before a restart: later stamps of the device come after it."""
+        state = self._devices.get(key, 0)
+        if time_ms > state >> _STAMP_AT & _TS_MASK:
+            self._devices[key] = (
+                state & ~(_TS_MASK << _STAMP_AT) | min(time_ms, _TS_MASK) << _STAMP_AT
+            )
+            if len(self._devices) > self._max_devices:
+                self._forget()
 
     def __len__(self) -> int:
         return len(self._devices)
@@ -205,5 +234,5 @@ def _with_seq(state: int, message: MessageId) -> int:
         | seen << _SEEN_AT
         | start_ts << _START_AT
         | ts_max << _TS_MAX_AT
-        | (state & _RING_MASK)
+        | (state & _BELOW_TS_MAX)
     )

@@ -62,12 +62,10 @@ class Receiver:
         self._metrics = metrics
         self.dedupe = dedupe or Deduplicator()
         self._listeners = list(listeners)
-        self._last_receive_ms: dict[str, int] = {}
 
     def remember_stamp(self, device: str, time_ms: int) -> None:
         """A receive time given before a restart: later stamps of the device come after it."""
-        if time_ms > self._last_receive_ms.get(device, 0):
-            self._last_receive_ms[device] = time_ms
+        self.dedupe.remember_stamp(device, time_ms)
 
     def add_listener(self, listener: Listener) -> None:
         """Be told of every accepted message, in arrival order."""
@@ -119,11 +117,7 @@ class Receiver:
         section 2): two messages of one device received in the same millisecond would
         otherwise overwrite each other.
         """
-        stamp = to_epoch_ms(message.ts)
-        last = self._last_receive_ms.get(message.device, 0)
-        if stamp <= last:
-            stamp = last + 1
-        self._last_receive_ms[message.device] = stamp
+        stamp = self.dedupe.stamp(message.device, to_epoch_ms(message.ts))
         return message.model_copy(update={"ts": datetime.fromtimestamp(stamp / 1000, UTC)})
 
     def _admit(self, verdict: Verdict) -> Verdict:

@@ -227,3 +227,32 @@ def test_the_first_devices_are_forgotten_beyond_max_devices() -> None:
     assert len(dedupe) == 2
     assert bytes_dup(dedupe, PAYLOAD, flagged=True, key="dev-3") is True
     assert bytes_dup(dedupe, PAYLOAD, flagged=True, key="dev-1") is False
+
+
+# --- receive stamps (kept in the same state) ---------------------------------------------------
+
+
+def test_stamps_of_a_device_never_repeat_and_follow_the_receive_time() -> None:
+    dedupe = Deduplicator()
+    assert [dedupe.stamp("a", t) for t in (T, T, T, T + 1, T + 10)] == [
+        T,
+        T + 1,
+        T + 2,
+        T + 3,
+        T + 10,
+    ]
+    assert dedupe.stamp("b", T) == T  # another device: its own
+    assert dedupe.stamp("a", T - 5000) == T + 11  # the clock went back: still after the last
+
+
+def test_a_remembered_stamp_is_not_given_again_and_identities_stay() -> None:
+    dedupe = Deduplicator()
+    dup(dedupe, seq(5, T))
+    bytes_dup(dedupe, b"online", flagged=False)
+    dedupe.remember_stamp("d", T + 7)
+    dedupe.remember_stamp("d", T + 3)  # older: changes nothing
+    assert dedupe.stamp("d", T + 7) == T + 8
+    assert dup(dedupe, seq(5, T)) is True
+    assert bytes_dup(dedupe, b"online", flagged=True) is True
+    dup(dedupe, seq(6, T + 1))
+    assert dedupe.stamp("d", T) == T + 9
