@@ -144,6 +144,11 @@ class TicketSettings(BaseModel):
     attachment_max_mb: float = Field(
         default=20.0, gt=0, description="largest evidence file accepted, MiB (photos, PDFs)"
     )
+    attachment_quota_mb: float = Field(
+        default=2048.0,
+        gt=0,
+        description="evidence files of one institution's tickets together, at most, MiB",
+    )
 
 
 class IngestSettings(BaseModel):

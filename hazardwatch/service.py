@@ -39,6 +39,7 @@ from tickets.attachments import AttachmentStore
 from tickets.models import TicketAction, TicketChange
 from tickets.policy import load_policy
 from tickets.stage import TicketStage
+from tickets.store import TicketStore
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,10 @@ class Service:
             alert_state=self._alert_state,
             open_alerts=self.alerts.engine.open_alerts,
             attachments=AttachmentStore(
-                settings.data_dir, int(settings.tickets.attachment_max_mb * 2**20)
+                settings.data_dir,
+                int(settings.tickets.attachment_max_mb * 2**20),
+                quota_bytes=int(settings.tickets.attachment_quota_mb * 2**20),
+                usage=TicketStore(engine).evidence_files,
             ),
         )
         self._wire()

@@ -106,6 +106,14 @@ def test_the_dead_letter_budget_comes_from_its_variables_and_toml(
     assert "HAZARDWATCH_DEADLETTERS__KEEP_DAYS" in config_error()
 
 
+def test_the_attachment_quota_comes_from_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().tickets.attachment_quota_mb == 2048
+    monkeypatch.setenv("HAZARDWATCH_TICKETS__ATTACHMENT_QUOTA_MB", "100")
+    assert load_settings().tickets.attachment_quota_mb == 100
+    monkeypatch.setenv("HAZARDWATCH_TICKETS__ATTACHMENT_QUOTA_MB", "0")
+    assert "HAZARDWATCH_TICKETS__ATTACHMENT_QUOTA_MB" in config_error()
+
+
 def test_bad_alert_settings_name_the_variable() -> None:
     message = config_error(alerts={"gas_major_lel_pct": 60, "gas_critical_lel_pct": 50})
     assert "HAZARDWATCH_ALERTS" in message and "gas_critical_lel_pct must be above" in message
