@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -34,17 +35,15 @@ CREATE INDEX IF NOT EXISTS dead_letters_by_time ON dead_letters (received_ms);
 """
 # Every dead letter ever kept, by reason: pruning the old ones leaves these alone. A trigger
 # counts only the rows really inserted (a replayed LSN is ignored, and not counted).
-COUNTS = """
-BEGIN IMMEDIATE;
-CREATE TABLE dead_letter_counts (reason TEXT PRIMARY KEY, n INTEGER NOT NULL);
-CREATE TRIGGER dead_letters_counted AFTER INSERT ON dead_letters BEGIN
-    INSERT INTO dead_letter_counts (reason, n) VALUES (NEW.reason, 1)
-    ON CONFLICT (reason) DO UPDATE SET n = n + 1;
-END;
-INSERT INTO dead_letter_counts (reason, n)
-    SELECT reason, count(*) FROM dead_letters GROUP BY reason;
-COMMIT;
-"""
+COUNTS = (
+    "CREATE TABLE dead_letter_counts (reason TEXT PRIMARY KEY, n INTEGER NOT NULL)",
+    """CREATE TRIGGER dead_letters_counted AFTER INSERT ON dead_letters BEGIN
+        INSERT INTO dead_letter_counts (reason, n) VALUES (NEW.reason, 1)
+        ON CONFLICT (reason) DO UPDATE SET n = n + 1;
+    END""",
+    """INSERT INTO dead_letter_counts (reason, n)
+        SELECT reason, count(*) FROM dead_letters GROUP BY reason""",
+)
 DEFAULT_KEEP = timedelta(days=30)
 DEFAULT_MAX_BYTES = 512 * 2**20
 PRUNE_BATCH = 5000  # rows per transaction, so that listing and adding wait little meanwhile
@@ -70,12 +69,13 @@ class DeadLetterStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
-        if "dead_letter_counts" not in self._tables():  # a new file, or one from before
-            try:
-                self._db.executescript(COUNTS)
-            except BaseException:
-                self._rollback()
-                raise
+        self._write(self._add_counts)
+
+    def _add_counts(self, db: sqlite3.Connection) -> None:
+        """Count by reason in a file that does not yet (a new one, or one from before)."""
+        if "dead_letter_counts" not in self._tables():  # checked under the write lock
+            for statement in COUNTS:
+                db.execute(statement)
 
     def _tables(self) -> set[str]:
         rows = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
@@ -171,21 +171,13 @@ class DeadLetterStore:
         Returns how many dead letters were deleted.
         """
         cutoff = to_epoch_ms(now - self.keep)
-        removed = self._delete_while(
-            "SELECT id FROM dead_letters WHERE received_ms < ? LIMIT ?", cutoff
-        )
-        if self.used_bytes() > self.max_bytes:
-            target = int(self.max_bytes * PRUNE_TO)
-            while self.used_bytes() > target:
-                deleted = self._delete_while(
-                    "SELECT id FROM dead_letters ORDER BY id LIMIT ?", None, once=True
-                )
-                if not deleted:
-                    break
-                removed += deleted
+        removed = 0
+        while done := self._delete("WHERE received_ms < ?", (cutoff,), PRUNE_BATCH):
+            removed += done
+        removed += self._prune_size()
         if removed:
-            with self._lock:
-                self._db.execute("PRAGMA incremental_vacuum")
+            with self._lock:  # executescript steps to the end; execute frees one page
+                self._db.executescript("PRAGMA incremental_vacuum;")
             log.info(
                 "dead letters: %d deleted, older than %s or beyond %d bytes",
                 removed,
@@ -194,18 +186,31 @@ class DeadLetterStore:
             )
         return removed
 
-    def _delete_while(self, select: str, bound: int | None, *, once: bool = False) -> int:
-        """Delete the rows `select` finds, PRUNE_BATCH per transaction, until none are left."""
-        args: tuple[int, ...] = (PRUNE_BATCH,) if bound is None else (bound, PRUNE_BATCH)
+    def _prune_size(self) -> int:
+        """Over the size budget: delete the oldest until the file holds PRUNE_TO of it."""
+        used = self.used_bytes()
+        if used <= self.max_bytes:
+            return 0
+        target = int(self.max_bytes * PRUNE_TO)
         removed = 0
-        while True:
+        while used > target:
             with self._lock:
-                done = self._write(
-                    lambda db: db.execute(f"DELETE FROM dead_letters WHERE id IN ({select})", args)
-                ).rowcount
-            removed += done
-            if once or done < PRUNE_BATCH:
-                return removed
+                rows = int(self._db.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+            if not rows:
+                break
+            # The oldest, as many as the excess is a share of the whole; pages are freed as
+            # whole pages empty, so look again and go on.
+            share = math.ceil(rows * (used - target) / used)
+            removed += self._delete("ORDER BY id", (), min(max(share, 1), PRUNE_BATCH))
+            used = self.used_bytes()
+        return removed
+
+    def _delete(self, where: str, args: tuple[int, ...], limit: int) -> int:
+        """Delete up to `limit` rows chosen by `where` in one transaction; how many went."""
+        sql = f"DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters {where} LIMIT ?)"
+        with self._lock:
+            cursor = self._write(lambda db: db.execute(sql, (*args, limit)))
+        return int(cursor.rowcount)
 
     def used_bytes(self) -> int:
         """Bytes of the file that hold data (pages in use; free pages are reused)."""

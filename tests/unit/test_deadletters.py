@@ -83,14 +83,20 @@ def test_prune_deletes_what_is_older_than_the_age_limit(tmp_path: Path) -> None:
 
 
 def test_prune_deletes_the_oldest_until_the_file_is_within_its_size(tmp_path: Path) -> None:
-    store = DeadLetterStore(tmp_path / "dl.sqlite", max_bytes=256 * 1024)
+    path = tmp_path / "dl.sqlite"
+    store = DeadLetterStore(path, max_bytes=256 * 1024)
     store.add_many([(lsn, letter(size=2000)) for lsn in range(1, 501)])  # about 1 MiB
+    store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert path.stat().st_size > store.max_bytes
     assert store.used_bytes() > store.max_bytes
     removed = store.prune(NOW)
     kept = ids(store)
     assert removed == 500 - len(kept) > 0
     assert kept == list(range(501 - len(kept), 501)), "the newest are kept"
+    assert store.used_bytes() > 0.6 * store.max_bytes, "no more than it takes to fit"
     assert store.used_bytes() <= store.max_bytes
+    store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert path.stat().st_size <= store.max_bytes, "freed pages go back to the disk"
     assert store.counts() == {"bad_json": 500}
     store.add_many([(501, letter())])  # and it goes on working
     assert ids(store)[-1] == 501
