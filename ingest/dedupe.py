@@ -6,7 +6,7 @@ spelling is the same message. A message without `seq` is known by its payload by
 equal bytes count as a duplicate only when the broker marked the copy as a redelivery (DUP) or
 a retained replay: the same bare "online" may well be a new message.
 
-Each device costs one int (about 80 bytes; 112 once it has restarted) in one dict: the highest
+Each device costs one int (about 80 bytes; 96 once it has restarted) in one dict: the highest
 `seq`, a bitmap of the 64 seqs below it, the latest device `ts`, the same of the count before a
 restart, the digests of the last four messages without `seq`, and the receive stamp last
 given to one of those (Receiver._restamp). MQTT redelivers within seconds of the first attempt

@@ -107,17 +107,7 @@ class AttachmentStore:
                 sha256, size = self._copy(source, out)
             if institution is not None:
                 self._check_quota(institution, sha256, size)
-            target = self.path(sha256)
-            with self._placing:
-                if target.exists():
-                    temp.unlink()
-                    # About to be referred to again: young again, so remove_orphans leaves it.
-                    os.utime(target)
-                else:
-                    target.parent.mkdir(exist_ok=True)
-                    temp.chmod(0o440)
-                    temp.rename(target)
-                    _sync_dir(target.parent)
+            target = self._place(temp, sha256)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
@@ -129,6 +119,21 @@ class AttachmentStore:
             size=size,
             content_type=kind if _CONTENT_TYPE.match(kind) else "application/octet-stream",
         )
+
+    def _place(self, temp: Path, sha256: str) -> Path:
+        """Move the synced temporary file to its place, unless the same file is there."""
+        target = self.path(sha256)
+        with self._placing:
+            if target.exists():
+                temp.unlink()
+                # About to be referred to again: young again, so that remove_orphans leaves it.
+                os.utime(target)
+            else:
+                target.parent.mkdir(exist_ok=True)
+                temp.chmod(0o440)
+                temp.rename(target)
+                _sync_dir(target.parent)
+        return target
 
     def _copy(self, source: BinaryIO, out: BinaryIO) -> tuple[str, int]:
         """Copy within the size limit and sync; the SHA-256 and the size."""
