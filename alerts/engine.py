@@ -111,7 +111,9 @@ class AlertEngine:
         self._writer = writer
         self._clock = clock or SystemClock()
         self._lock = threading.RLock()
+        # Rule state of the devices whose state is not the default (most never leave it).
         self._devices: dict[str, DeviceRules] = {}
+        self._handed: str | None = None  # the device whose state _state last handed out
         self._open: dict[str, dict[Key, Alert]] = {}  # subject -> condition -> alert
         self._by_id: dict[str, tuple[str, Key]] = {}
         self._changed: dict[tuple[str, Key], datetime] = {}  # message time of the last change
@@ -184,13 +186,29 @@ class AlertEngine:
         return zone_subject(info.institution, info.zone) if info else zone_subject(device, None)
 
     def _state(self, device: str) -> DeviceRules | None:
+        """The device's rule state, to change in place; kept only while it is not the default.
+
+        A DeviceRules per device that ever sent anything cost 170 bytes a device. The caller
+        changes the state after this returns, so the one handed out last is looked at on the
+        next call (all under the lock) and dropped if it is back at the default.
+        """
+        self._drop_default()
         state = self._devices.get(device)
         if state is None:
             info = self._directory.lookup(device)
             if info is None:
                 return None
             state = self._devices[device] = DeviceRules(info.kind, info.thresholds)
+        self._handed = device
         return state
+
+    def _drop_default(self) -> None:
+        device, self._handed = self._handed, None
+        if device is None:
+            return
+        state = self._devices.get(device)
+        if state is not None and state == DeviceRules(state.kind, state.thresholds):
+            del self._devices[device]
 
     def _window_s(self, device: str) -> float:
         heartbeat = self._heartbeat.get(device)

@@ -149,8 +149,9 @@ class AlertStage:
 
     def save_snapshot(self) -> None:
         """The last receive time of every device, for offline detection after a restart."""
-        with self.engine.locked():
-            self.engine.watch.save(self._snapshot)
+        with self.engine.locked():  # the digester waits only for the copy, not the writing
+            entries = self.engine.watch.copy()
+        self.engine.watch.save(self._snapshot, entries)
 
     def stop(self) -> None:
         """Make every change durable and keep the snapshot (at shutdown)."""

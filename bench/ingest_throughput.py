@@ -49,12 +49,14 @@ from tests.running import Running
 from tests.servers import InfluxDB1, Mosquitto
 
 DEVICES = 1000
+# A day ago: device times older than the parser's age limit (30 days) are dead letters.
+BASE_MS = (int(time.time()) - 86_400) * 1000
 
 
 def payload(i: int) -> bytes:
     """A reading like the contract's example (about 200 bytes)."""
     body = {
-        "ts": 1_763_798_400_000 + i,
+        "ts": BASE_MS + i,
         "seq": i // DEVICES,
         "kind": "gas",
         "gas_lel_pct": round(3.5 + (i % 10) / 10, 1),
@@ -128,7 +130,7 @@ def raw_database(influx: InfluxDB1, count: int) -> float:
     lines = [
         f"reading,institution=inst-{i % 50:03d},device=dev-{i % DEVICES:04d},kind=gas "
         f"gas_lel_pct=3.5,temperature_c=22.5,battery_pct=87,rssi_dbm=-71,alarm=false,"
-        f"seq={i // DEVICES}i {1_763_798_400_000 + i}"
+        f"seq={i // DEVICES}i {BASE_MS + i}"
         for i in range(count)
     ]
     with httpx.Client(base_url=influx.url, timeout=60) as client:

@@ -1,14 +1,17 @@
-"""Memory that ingest keeps per known device, with 100,000 distinct devices.
+"""Memory the service keeps per known device: ingestion and the alert engine, at fleet scale.
 
-Messages go through the real receive path (parser, registry with auto-registration, duplicate
-window, presence, group commit to the spool) without a broker, so the figure is what the
-service itself holds: Python allocations traced by tracemalloc, and the process RSS.
+N devices each send one retained `online` status and one reading (with `seq`, without `ts`)
+through the real receive path — parser, registry with auto-registration, duplicate check,
+restamping, presence, points spool — and the alert engine's `observe` (rules, silence wheel),
+as the service wires them. Receive times are spread over 300 s, a heartbeat's worth of fleet.
+Each fleet size runs in a fresh process, so that one run's freed memory cannot hide the next
+one's growth:
 
-    .venv/bin/python -m bench.memory_per_device [--devices 100000]
+    .venv/bin/python -m bench.memory_per_device [--devices 100000,1000000] [--traced 100000]
 
-Two figures: after one status and one reading per device (a fleet just heard from), and, on
-a sample of devices, after enough readings to fill each device's duplicate window (steady
-state), which is the figure to plan memory with.
+Resident bytes per device = (RSS after feeding − RSS before) / N, both after gc.collect() and
+with the registry writer drained. tracemalloc slows the feed and keeps memory of its own, so
+its figures come from separate runs (`--traced`), with the source files that hold the most.
 """
 
 from __future__ import annotations
@@ -17,47 +20,112 @@ import argparse
 import gc
 import json
 import os
+import subprocess
+import sys
 import tempfile
+import time
 import tracemalloc
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from alerts.engine import AlertEngine
+from alerts.events import Change
+from alerts.store import AlertStore
 from bench.machine import describe
 from core.db import make_engine, session_factory, upgrade
 from core.registry.directory import DeviceDirectory
 from core.registry.repository import RegistryRepository
-from core.settings import parse_mqtt_url
-from ingest.dedupe import WINDOW_PER_DEVICE
-from ingest.messages import RawMessage
+from core.settings import AlertSettings, parse_mqtt_url
+from ingest.messages import Accepted, RawMessage
 from ingest.sinks.embedded import EmbeddedSink
 from ingest.stage import IngestStage
 
 PREFIX = "hazardwatch/v1"
+SPREAD_S = 300.0  # receive times of the fleet spread over one default heartbeat
+SPOOL_BATCH = 2000  # records per points-spool append, as the digester writes them
+READING = {"seq": 1, "kind": "smoke", "smoke_db_m": 0.02, "battery_pct": 87}
+
+
+class NullWriter:
+    """The engine's change writer, reduced to its interface: nothing is raised here anyway."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def submit(self, changes: list[Change], lsn: int | None) -> None:
+        """Count the batch; store nothing."""
+        self.batches += 1
+
+    def flush(self) -> int:
+        """Everything is "durable" at once."""
+        return self.batches
+
+
+@dataclass
+class Service:
+    """The parts of the service that keep per-device state."""
+
+    stage: IngestStage
+    engine: AlertEngine
 
 
 def _stage(work: Path) -> IngestStage:
-    url = f"sqlite:///{work / 'registry.sqlite'}"
+    """The ingest stage on a fresh SQLite registry, auto-registering (bench.ingest_profile too)."""
+    url = f"sqlite:///{work / 'hazardwatch.sqlite'}"
     upgrade(url)
     directory = DeviceDirectory(
         RegistryRepository(session_factory(make_engine(url))), auto_register=True
     )
-    stage = IngestStage(
+    return IngestStage(
         data_dir=work / "data",
         sink=EmbeddedSink(work / "ts.sqlite"),
         directory=directory,
         endpoint=parse_mqtt_url("mqtt://127.0.0.1:1"),  # never connected: no broker needed
     )
-    return stage
 
 
-def _feed(stage: IngestStage, devices: int, readings: int) -> None:
-    now = datetime.now(UTC)
+def _build(work: Path) -> Service:
+    stage = _stage(work)
+    directory = stage.directory
+    sql = make_engine(f"sqlite:///{work / 'hazardwatch.sqlite'}")
+    engine = AlertEngine(AlertSettings(), directory, AlertStore(sql), NullWriter())
+
+    def observe(accepted: Accepted) -> None:  # as hazardwatch/service.py wires it
+        engine.observe(accepted.message, accepted.raw.received_at, accepted.raw.lsn)
+
+    stage.receiver.add_listener(observe)
+    return Service(stage, engine)
+
+
+def _feed(service: Service, devices: int) -> None:
+    """One retained status and one reading per device, through the receive path."""
+    handle = service.stage.receiver.handle
+    start = datetime.now(UTC) - timedelta(seconds=SPREAD_S)
+    reading = json.dumps(READING).encode()
+    bodies: list[bytes] = []
+    lsn = 0
     for d in range(devices):
-        base = f"{PREFIX}/inst-{d % 500:03d}/dev-{d:06d}"
-        stage.receiver.handle(RawMessage(f"{base}/status", b"online", now, retained=True))
-        for seq in range(readings):
-            body = {"seq": seq, "kind": "smoke", "smoke_db_m": 0.02, "battery_pct": 87}
-            stage.receiver.handle(RawMessage(f"{base}/telemetry", json.dumps(body).encode(), now))
+        at = start + timedelta(seconds=SPREAD_S * d / devices)
+        base = f"{PREFIX}/inst-{d % 500:03d}/dev-{d:07d}"
+        for topic, payload, retained in ((f"{base}/status", b"online", True),
+                                         (f"{base}/telemetry", reading, False)):  # fmt: skip
+            lsn += 1
+            outcome = handle(RawMessage(topic, payload, at, retained=retained, lsn=lsn), lsn)
+            if outcome is not None:
+                bodies.append(outcome[0])
+        if len(bodies) >= SPOOL_BATCH:
+            service.stage.spool.append(bodies)
+            bodies.clear()
+            service.stage.directory.write_pending()  # as the registry writer task keeps up
+    if bodies:
+        service.stage.spool.append(bodies)
+
+
+def _drain_registry(service: Service) -> None:
+    """Store every auto-registration still waiting, as the registry writer task would."""
+    while service.stage.directory.write_pending():
+        pass
 
 
 def _rss() -> int:
@@ -66,44 +134,95 @@ def _rss() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def _measure(devices: int, readings: int) -> tuple[float, float]:
-    """(traced bytes per device, RSS growth per device) after feeding `devices`."""
+def _close(service: Service) -> None:
+    service.stage.spool.close()
+    service.stage.dead_letters.close()
+    service.stage.sink.close()
+
+
+def run_one(devices: int, traced: bool) -> dict[str, object]:
+    """Feed `devices` in this process; the figures as a dict."""
     with tempfile.TemporaryDirectory() as tmp:
-        stage = _stage(Path(tmp))
+        service = _build(Path(tmp))
         gc.collect()
-        tracemalloc.start()
-        before = tracemalloc.get_traced_memory()[0]
+        if traced:
+            tracemalloc.start()
+            before_snapshot = tracemalloc.take_snapshot()
         rss_before = _rss()
-        _feed(stage, devices, readings)
+        began = time.perf_counter()
+        _feed(service, devices)
+        fed_s = time.perf_counter() - began
+        _drain_registry(service)
         gc.collect()
-        traced = tracemalloc.get_traced_memory()[0] - before
-        tracemalloc.stop()
-        rss = _rss() - rss_before
-        stage.spool.close()
-        stage.dead_letters.close()
-        return traced / devices, rss / devices
+        result: dict[str, object] = {"devices": devices, "fed_s": round(fed_s, 1)}
+        if traced:
+            snapshot = tracemalloc.take_snapshot()
+            tracemalloc.stop()
+            diffs = snapshot.compare_to(before_snapshot, "filename")
+            result["traced_per_device"] = sum(d.size_diff for d in diffs) / devices
+            result["top"] = [
+                (d.traceback[0].filename, d.size_diff / devices)
+                for d in sorted(diffs, key=lambda d: -d.size_diff)[:8]
+            ]
+        else:
+            result["rss_per_device"] = (_rss() - rss_before) / devices
+            result["engine_rule_states"] = service.engine.stats()["devices"]
+        _close(service)
+        return result
+
+
+def _short(filename: str) -> str:
+    root = str(Path(__file__).resolve().parent.parent) + os.sep
+    return filename.removeprefix(root).rsplit("site-packages" + os.sep, 1)[-1]
+
+
+def _child(devices: int, traced: bool) -> dict[str, object]:
+    """Run one measurement in a fresh interpreter."""
+    command = [sys.executable, "-m", "bench.memory_per_device", "--one", str(devices)]
+    if traced:
+        command.append("--trace")
+    out = subprocess.run(command, check=True, capture_output=True, text=True)
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _report(result: dict[str, object]) -> None:
+    devices = int(str(result["devices"]))
+    if "rss_per_device" in result:
+        rss = float(str(result["rss_per_device"]))
+        print(
+            f"{devices:>9,} devices: {rss:7,.0f} B/device resident "
+            f"({rss * devices / 2**20:,.0f} MiB; fed in {result['fed_s']} s; "
+            f"engine rule states kept: {result['engine_rule_states']:,})"
+        )
+        return
+    traced = float(str(result["traced_per_device"]))
+    print(f"{devices:>9,} devices: {traced:7,.0f} B/device traced by tracemalloc, largest:")
+    for filename, size in result["top"]:  # type: ignore[attr-defined]
+        print(f"{'':>12}{size:7,.0f} B  {_short(filename)}")
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
 
 
 def main() -> None:
-    """Print bytes per device for a fleet just heard from, and at steady state."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--devices", type=int, default=100_000)
-    parser.add_argument("--sample", type=int, default=10_000, help="devices for steady state")
+    """Print resident (and traced) bytes per device for each fleet size."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--devices", default="100000,1000000", help="fleet sizes, comma-separated")
+    parser.add_argument("--traced", default="100000", help="fleet sizes to trace ('' for none)")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one is not None:
+        print(json.dumps(run_one(args.one, args.trace)))
+        return
     print(describe())
-    traced, rss = _measure(args.devices, 1)
-    print(
-        f"{args.devices:,} devices, 1 status + 1 reading each: "
-        f"{traced:,.0f} B/device traced, {rss:,.0f} B/device RSS growth"
-    )
-    readings = WINDOW_PER_DEVICE + 1
-    traced, rss = _measure(args.sample, readings)
-    print(
-        f"{args.sample:,} devices, 1 status + {readings} readings each (full duplicate window): "
-        f"{traced:,.0f} B/device traced, {rss:,.0f} B/device RSS growth"
-    )
-    total = traced * args.devices / 2**20
-    print(f"=> {args.devices:,} devices at steady state: about {total:,.0f} MiB")
+    print("one retained status + one reading per device; ingest and the alert engine")
+    for devices in _sizes(args.devices):
+        _report(_child(devices, traced=False))
+    for devices in _sizes(args.traced):
+        _report(_child(devices, traced=True))
 
 
 if __name__ == "__main__":

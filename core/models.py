@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -14,6 +14,9 @@ ID_RE = re.compile(ID_PATTERN)
 MAX_PAYLOAD_BYTES = 16 * 1024
 # Contract section 1: a timestamp more than 5 minutes ahead of the receive time is bad input.
 MAX_FUTURE_SKEW_S = 300.0
+# A device clock that was never set reads 1970 (or its firmware's build date): a time before
+# this is no reading time, whatever the configured age limit (ingest.max_past_days).
+EARLIEST_TS = datetime(2020, 1, 1, tzinfo=UTC)
 
 EntityId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 

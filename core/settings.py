@@ -144,6 +144,35 @@ class TicketSettings(BaseModel):
     attachment_max_mb: float = Field(
         default=20.0, gt=0, description="largest evidence file accepted, MiB (photos, PDFs)"
     )
+    attachment_quota_mb: float = Field(
+        default=2048.0,
+        gt=0,
+        description="evidence files of one institution's tickets together, at most, MiB",
+    )
+
+
+class IngestSettings(BaseModel):
+    """Checks on what devices send, beyond the contract's fixed ones."""
+
+    model_config = _SECTION
+    max_past_days: float = Field(
+        default=30,
+        gt=0,
+        le=3650,
+        description="a device ts older than this before its receive time is a dead letter, days",
+    )
+
+
+class DeadLetterSettings(BaseModel):
+    """How much of the dead-letter store is kept (enforced by DeadLetterStore.prune)."""
+
+    model_config = _SECTION
+    keep_days: float = Field(
+        default=30, gt=0, description="dead letters older than this are deleted, days"
+    )
+    max_mib: float = Field(
+        default=512, gt=0, description="beyond this size the oldest dead letters are deleted, MiB"
+    )
 
 
 class EventSettings(BaseModel):
@@ -255,6 +284,14 @@ class Settings(BaseSettings):
     spool: SpoolSettings = Field(
         default_factory=SpoolSettings,
         description="ingest's spools on disk ([spool] in TOML, HAZARDWATCH_SPOOL__*)",
+    )
+    ingest: IngestSettings = Field(
+        default_factory=IngestSettings,
+        description="checks on device input ([ingest] in TOML, HAZARDWATCH_INGEST__*)",
+    )
+    deadletters: DeadLetterSettings = Field(
+        default_factory=DeadLetterSettings,
+        description="the dead-letter budget ([deadletters] in TOML, HAZARDWATCH_DEADLETTERS__*)",
     )
 
     @field_validator("mqtt_url")

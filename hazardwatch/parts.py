@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -40,10 +41,13 @@ from tickets.attachments import AttachmentStore
 from tickets.outputs import TicketPoints
 from tickets.policy import Policy
 from tickets.stage import TicketStage
+from tickets.store import TicketStore
 
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 60.0
+ORPHANS_EVERY_S = 3600.0
+ORPHAN_AGE = timedelta(days=1)
 
 
 def build_sink(settings: Settings) -> TimeSeriesSink:
@@ -110,12 +114,17 @@ class Parts:
             mqtt5=mqtt5,
             client_id=client_id,
             spool_max_bytes=settings.spool.max_mib << 20,
+            checks=settings.ingest,
+            dead_letter_budget=settings.deadletters,
         )
         alerts = AlertStage(
             settings.alerts, directory, AlertStore(engine), events, settings.data_dir
         )
         attachments = AttachmentStore(
-            settings.data_dir, int(settings.tickets.attachment_max_mb * 2**20)
+            settings.data_dir,
+            int(settings.tickets.attachment_max_mb * 2**20),
+            quota_bytes=int(settings.tickets.attachment_quota_mb * 2**20),
+            usage=TicketStore(engine).evidence_files,
         )
         tickets = TicketStage(policy, engine, institutions.get, events, attachments=attachments)
         http = httpx.Client()
@@ -181,6 +190,8 @@ class Parts:
             TaskSpec("registry-writer", self.directory.run_writer, depends_on="the database"),
             TaskSpec("institutions", self.institutions.run, depends_on="the database"),
             TaskSpec("event-log-prune", self._prune),
+            TaskSpec("dead-letter-prune", self._prune_dead_letters),
+            TaskSpec("attachment-orphans", self._remove_orphans, depends_on="the database"),
         ]
         if self.checkpointer.needed:
             specs.append(TaskSpec("wal-checkpoint", self.checkpointer.run))
@@ -206,6 +217,27 @@ class Parts:
         names = [c.name for c in self.consumers()]
         await asyncio.sleep(PRUNE_EVERY_S)
         await repeat(component, lambda: self.events.prune(names), every_s=PRUNE_EVERY_S)
+
+    async def _prune_dead_letters(self, component: Component) -> None:
+        """Keep the dead letters within their budget ([deadletters])."""
+        letters = self.ingest.dead_letters
+        await repeat(component, lambda: letters.prune(datetime.now(UTC)), every_s=PRUNE_EVERY_S)
+
+    async def _remove_orphans(self, component: Component) -> None:
+        """Delete evidence files no audit trail refers to (an upload whose step failed) and
+        leftovers of uploads cut off by a crash, once they are a day old."""
+        attachments, store = self.tickets.attachments, self.tickets.store
+        if attachments is None:
+            await asyncio.Event().wait()
+            return
+
+        def sweep() -> None:
+            removed = attachments.remove_orphans(store.referenced_files(), ORPHAN_AGE)
+            if removed:
+                log.warning("removed %d evidence files no ticket refers to", len(removed))
+
+        await asyncio.sleep(PRUNE_EVERY_S)
+        await repeat(component, sweep, every_s=ORPHANS_EVERY_S)
 
     def close(self) -> None:
         """Release files and connections (after every task has ended)."""

@@ -46,6 +46,7 @@ SWITCH_INTERVAL_S = 0.0005
 # whose growth triggers full collections (bench.alert_latency: every 4 s before, rare after).
 GC_THRESHOLDS = (20_000, 50, 50)
 WORKER_THREADS = 64
+HTTP_GRACE_S = 6
 DRAIN_S = 3.0  # at shutdown, how long the consumers get to catch up with the log
 Companion = Callable[["Service"], Coroutine[Any, Any, None]]
 
@@ -181,19 +182,22 @@ async def run(
             port=settings.api_port,
             log_level="warning",
             lifespan="off",
-            timeout_graceful_shutdown=5,  # a client that keeps a request open cannot hold us
+            timeout_graceful_shutdown=HTTP_GRACE_S - 1,  # a client cannot hold us longer
         )
     )
     supervisor = Supervisor(service.health, parts.ingest.metrics.registry)
     for spec in parts.tasks(service.health):
         supervisor.add(spec.name, spec.body, fatal=spec.fatal, **spec.options())
-    supervisor.add("http-api", lambda _c: _serve(server))
+    served = asyncio.Event()
+    supervisor.add("http-api", lambda _c: _serve(server, served))
     if companion is not None:
         supervisor.add("companion", lambda _c: companion(service))
     parts.ingest.metrics.registry.register(HealthCollector(service.health))
     log.info("HTTP API on http://%s:%d", settings.api_host, settings.api_port)
     until = asyncio.Event()
-    shutdown = asyncio.create_task(_shutdown(service, supervisor, context, server, stop, until))
+    shutdown = asyncio.create_task(
+        _shutdown(service, supervisor, context, (server, served), stop, until)
+    )
     try:
         await supervisor.run(until)
     finally:
@@ -203,16 +207,19 @@ async def run(
         log.info("stopped")
 
 
-async def _serve(server: _Server) -> None:
-    await server.serve()
-    await asyncio.Event().wait()  # served until asked to stop: then this task is cancelled
+async def _serve(server: _Server, served: asyncio.Event) -> None:
+    """Serve until asked to stop (then the open streams end, within uvicorn's grace)."""
+    try:
+        await server.serve()
+    finally:
+        served.set()
 
 
 async def _shutdown(
     service: Service,
     supervisor: Supervisor,
     context: ApiContext,
-    server: _Server,
+    http: tuple[_Server, asyncio.Event],
     stop: asyncio.Event,
     until: asyncio.Event,
 ) -> None:
@@ -221,8 +228,11 @@ async def _shutdown(
     log.info("shutting down")
     supervisor.stopping = True
     context.closing.set()  # live streams end; their clients reconnect elsewhere
+    server, served = http
     server.should_exit = True
     try:
         await service.drain()
+        with contextlib.suppress(TimeoutError):  # each stream's answer ends cleanly first
+            await asyncio.wait_for(served.wait(), HTTP_GRACE_S)
     finally:
         until.set()

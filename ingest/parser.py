@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,6 +10,8 @@ import orjson
 from pydantic import ValidationError
 
 from core.models import (
+    EARLIEST_TS,
+    ID_PATTERN,
     ID_RE,
     MAX_FUTURE_SKEW_S,
     MAX_PAYLOAD_BYTES,
@@ -20,8 +23,14 @@ from core.models import (
 from ingest.messages import Accepted, RawMessage, Rejected, Verdict
 
 DEFAULT_PREFIX = "hazardwatch/v1"
-# Valid topics seen recently; three per device, so this covers large fleets.
-TOPIC_CACHE_MAX = 300_000
+# Devices buffer readings while offline and send them later; older than this is a clock fault.
+DEFAULT_MAX_PAST = timedelta(days=30)
+# Valid topics seen recently. Small on purpose: it pays for fleets of a few thousand devices
+# (a hit costs 0.07 µs, a fresh split 0.7 µs); with a large fleet's round-robin traffic no
+# cache short of the whole fleet hits, and 300,000 topics held 800 bytes per device of 100,000.
+TOPIC_CACHE_MAX = 8192
+_ID = ID_PATTERN.removeprefix("^").removesuffix("$")
+_CHANNELS = {channel.value: channel for channel in Channel}
 
 
 class Reason:
@@ -37,6 +46,7 @@ class Reason:
     INVALID_FIELD = "invalid_field"
     BAD_TIMESTAMP = "bad_timestamp"
     FUTURE_TIMESTAMP = "future_timestamp"
+    STALE_TIMESTAMP = "stale_timestamp"
     BAD_STATUS = "bad_status"
     UNKNOWN_DEVICE = "unknown_device"
     INSTITUTION_MISMATCH = "institution_mismatch"
@@ -55,10 +65,18 @@ class _Bad(Exception):
 class Parser:
     """Turns a `RawMessage` into an `Accepted` or a `Rejected`; never raises."""
 
-    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(
+        self, prefix: str = DEFAULT_PREFIX, max_past: timedelta = DEFAULT_MAX_PAST
+    ) -> None:
+        """`max_past`: how much older than its receive time a device's `ts` may be."""
+        self._max_past = max_past
         self._prefix_parts = prefix.strip("/").split("/")
         self._n = len(self._prefix_parts)
         self._topics: dict[str, tuple[str, str, Channel]] = {}
+        # Every well-formed topic in one match; the others go the long way, to say what is wrong.
+        self._well_formed = re.compile(
+            re.escape("/".join(self._prefix_parts)) + f"/({_ID})/({_ID})/(telemetry|event|status)"
+        )
 
     @property
     def subscriptions(self) -> list[str]:
@@ -81,7 +99,11 @@ class Parser:
         known = self._topics.get(topic)
         if known is not None:
             return known
-        split = self._split_new_topic(topic)
+        if match := self._well_formed.fullmatch(topic):
+            institution, device, channel = match.groups()
+            split = (institution, device, _CHANNELS[channel])
+        else:
+            split = self._split_new_topic(topic)
         if len(self._topics) >= TOPIC_CACHE_MAX:
             self._topics.clear()
         self._topics[topic] = split
@@ -89,6 +111,14 @@ class Parser:
 
     def _split_new_topic(self, topic: str) -> tuple[str, str, Channel]:
         parts = topic.split("/")
+        if "" in parts[1:-1]:
+            # A doubled separator inside the topic ("…/inst-1//dev-1/…"), as firmware that
+            # joins levels by hand sends: no level of ours may be empty (contract section 1), so
+            # when the topic has the right depth without it, that is the topic meant. Otherwise
+            # it is an id left empty (invalid_id); leading and trailing ones stay unknown.
+            kept = [parts[0], *(part for part in parts[1:-1] if part), parts[-1]]
+            if len(kept) == self._n + 3:
+                parts = kept
         if len(parts) != self._n + 3 or parts[: self._n] != self._prefix_parts:
             raise _Bad(Reason.UNKNOWN_TOPIC, f"not {'/'.join(self._prefix_parts)}/+/+/<channel>")
         institution, device, channel = parts[self._n :]
@@ -108,7 +138,8 @@ class Parser:
             # Also what clearing a retained status looks like: still not a device message.
             raise _Bad(Reason.EMPTY, "empty payload")
         if len(raw.payload) > MAX_PAYLOAD_BYTES:
-            raise _Bad(Reason.OVERSIZED, f"{len(raw.payload)} bytes > {MAX_PAYLOAD_BYTES}")
+            size = raw.size if raw.size is not None else len(raw.payload)  # the edge cut it
+            raise _Bad(Reason.OVERSIZED, f"{size} bytes > {MAX_PAYLOAD_BYTES}")
         try:
             text = raw.payload.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -118,7 +149,7 @@ class Parser:
         if channel is Channel.STATUS:
             return self._status(raw, text, institution, device)
         body = _load_object(text)
-        ts, from_device = _timestamp(body.pop("ts", None), raw.received_at)
+        ts, from_device = self._timestamp(body.pop("ts", None), raw.received_at)
         body.update(institution=institution, device=device, ts=ts, ts_from_device=from_device)
         model = Telemetry if channel is Channel.TELEMETRY else Event
         try:
@@ -135,7 +166,7 @@ class Parser:
         state = body.get("state")
         if state not in ("online", "offline"):
             raise _Bad(Reason.BAD_STATUS, "state must be 'online' or 'offline'")
-        ts, from_device = _timestamp(body.get("ts"), raw.received_at)
+        ts, from_device = self._timestamp(body.get("ts"), raw.received_at)
         try:
             return Status(
                 ts=ts,
@@ -147,22 +178,31 @@ class Parser:
         except ValidationError as exc:
             raise _Bad(Reason.INVALID_FIELD, _first_error(exc)) from None
 
+    def _timestamp(self, value: object, received_at: datetime) -> tuple[datetime, bool]:
+        """The device time (RFC 3339 or epoch ms), or the receive time when absent."""
+        if value is None:
+            return received_at, False
+        ts = _read_timestamp(value)
+        if ts - received_at > timedelta(seconds=MAX_FUTURE_SKEW_S):
+            raise _Bad(Reason.FUTURE_TIMESTAMP, f"ts {ts.isoformat()} is more than 5 min ahead")
+        if ts < EARLIEST_TS:
+            raise _Bad(
+                Reason.STALE_TIMESTAMP,
+                f"ts {ts.isoformat()} is before {EARLIEST_TS.isoformat()}: the device clock is "
+                "not set",
+            )
+        bound = received_at - self._max_past
+        if ts < bound:
+            raise _Bad(
+                Reason.STALE_TIMESTAMP,
+                f"ts {ts.isoformat()} is before {bound.isoformat()}, "
+                f"{_span(self._max_past)} before the receive time",
+            )
+        return ts.astimezone(UTC), True
 
-def _load_object(text: str) -> dict[str, Any]:
-    # orjson is strict RFC 8259: NaN and Infinity, which json.loads accepts, are refused.
-    try:
-        body = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise _Bad(Reason.BAD_JSON, f"not JSON: {exc}"[:200]) from None
-    if not isinstance(body, dict):
-        raise _Bad(Reason.NOT_AN_OBJECT, f"payload is a JSON {type(body).__name__}, not an object")
-    return body
 
-
-def _timestamp(value: object, received_at: datetime) -> tuple[datetime, bool]:
-    """The device time (RFC 3339 or epoch ms), or the receive time when absent."""
-    if value is None:
-        return received_at, False
+def _read_timestamp(value: object) -> datetime:
+    """An RFC 3339 string or integer epoch milliseconds, with its UTC offset."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise _Bad(Reason.BAD_TIMESTAMP, "ts must be an RFC 3339 string or integer epoch ms")
     try:
@@ -174,9 +214,25 @@ def _timestamp(value: object, received_at: datetime) -> tuple[datetime, bool]:
         raise _Bad(Reason.BAD_TIMESTAMP, f"unreadable ts: {exc}"[:200]) from None
     if ts.tzinfo is None:
         raise _Bad(Reason.BAD_TIMESTAMP, "ts has no UTC offset (RFC 3339 requires one)")
-    if ts - received_at > timedelta(seconds=MAX_FUTURE_SKEW_S):
-        raise _Bad(Reason.FUTURE_TIMESTAMP, f"ts {ts.isoformat()} is more than 5 min ahead")
-    return ts.astimezone(UTC), True
+    return ts
+
+
+def _span(span: timedelta) -> str:
+    """A limit as people write it: "30 days", or the timedelta's own form."""
+    if span.days and span == timedelta(days=span.days):
+        return f"{span.days} days" if span.days != 1 else "1 day"
+    return str(span)
+
+
+def _load_object(text: str) -> dict[str, Any]:
+    # orjson is strict RFC 8259: NaN and Infinity, which json.loads accepts, are refused.
+    try:
+        body = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise _Bad(Reason.BAD_JSON, f"not JSON: {exc}"[:200]) from None
+    if not isinstance(body, dict):
+        raise _Bad(Reason.NOT_AN_OBJECT, f"payload is a JSON {type(body).__name__}, not an object")
+    return body
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from core.clock import to_epoch_ms
 from core.models import Channel, DeviceKind, DeviceMessage, Event, Telemetry
 from core.registry.directory import DeviceDirectory
-from ingest.dedupe import Deduplicator, digest
+from ingest.dedupe import Deduplicator, digest, identify
 from ingest.messages import Accepted, RawMessage, Rejected, Verdict
 from ingest.metrics import IngestMetrics
 from ingest.parser import Parser, Reason
@@ -62,12 +62,10 @@ class Receiver:
         self._metrics = metrics
         self.dedupe = dedupe or Deduplicator()
         self._listeners = list(listeners)
-        self._last_receive_ms: dict[str, int] = {}
 
     def remember_stamp(self, device: str, time_ms: int) -> None:
         """A receive time given before a restart: later stamps of the device come after it."""
-        if time_ms > self._last_receive_ms.get(device, 0):
-            self._last_receive_ms[device] = time_ms
+        self.dedupe.remember_stamp(device, time_ms)
 
     def add_listener(self, listener: Listener) -> None:
         """Be told of every accepted message, in arrival order."""
@@ -87,13 +85,13 @@ class Receiver:
         channel = raw.topic.rsplit("/", 1)[-1]
         channel = channel if channel in _CHANNELS else "other"
         self._metrics.count_received(channel)
+        # Known by device id, never by topic string: one device, one window, however spelled.
         key = verdict.message.device if isinstance(verdict, Accepted) else verdict.device
         key = key or raw.topic
         fingerprint = digest(raw.payload)
-        identifying = raw.dup or raw.retained
-        if isinstance(verdict, Accepted) and verdict.message.seq is not None:
-            identifying = True
-        if self.dedupe.is_duplicate(key, fingerprint, identifying=identifying):
+        message_id = identify(verdict.message) if isinstance(verdict, Accepted) else None
+        flagged = raw.dup or raw.retained
+        if self.dedupe.is_duplicate(key, fingerprint, flagged=flagged, message=message_id):
             self._metrics.duplicates.inc()
             return None
         if isinstance(verdict, Rejected):
@@ -103,7 +101,7 @@ class Receiver:
         info = self._directory.lookup(verdict.message.device)
         points = to_points(verdict.message, info.kind.value if info else None)
         received_ms = to_epoch_ms(raw.received_at)
-        record = encode_points(key, fingerprint, received_ms, points, raw_lsn)
+        record = encode_points(key, fingerprint, received_ms, points, raw_lsn, message_id)
         self._metrics.count_accepted(channel)
         for listener in self._listeners:
             try:
@@ -119,11 +117,7 @@ class Receiver:
         section 2): two messages of one device received in the same millisecond would
         otherwise overwrite each other.
         """
-        stamp = to_epoch_ms(message.ts)
-        last = self._last_receive_ms.get(message.device, 0)
-        if stamp <= last:
-            stamp = last + 1
-        self._last_receive_ms[message.device] = stamp
+        stamp = self.dedupe.stamp(message.device, to_epoch_ms(message.ts))
         return message.model_copy(update={"ts": datetime.fromtimestamp(stamp / 1000, UTC)})
 
     def _admit(self, verdict: Verdict) -> Verdict:
@@ -153,7 +147,7 @@ class Receiver:
     def _reject(self, rejected: Rejected, key: str, fingerprint: int, raw_lsn: int) -> Outcome:
         letter = dead_letter_of(rejected)
         self._metrics.dead_lettered.labels(rejected.reason).inc()
-        log.info(
+        log.warning(
             "dead letter (%s) device=%s topic=%s: %s; payload %r",
             rejected.reason,
             rejected.device,

@@ -14,6 +14,7 @@ import orjson
 from core.clock import to_epoch_ms
 from core.models import MAX_PAYLOAD_BYTES
 from core.points import Point
+from ingest.dedupe import MessageId
 from ingest.messages import Rejected
 
 
@@ -41,6 +42,7 @@ class SpoolRecord:
     dead_letter: DeadLetter | None
     received_ms: int
     raw_lsn: int = 0  # where the message is in the raw spool (0: before there was one)
+    message_id: MessageId | None = None  # seq, device ts, power_on: primes the duplicate check
 
 
 def dead_letter_of(rejected: Rejected) -> DeadLetter:
@@ -59,16 +61,23 @@ def dead_letter_of(rejected: Rejected) -> DeadLetter:
 
 
 def encode_points(
-    key: str, digest: int, received_ms: int, points: list[Point], raw_lsn: int = 0
+    key: str,
+    digest: int,
+    received_ms: int,
+    points: list[Point],
+    raw_lsn: int = 0,
+    message_id: MessageId | None = None,
 ) -> bytes:
     """A record for an accepted message."""
-    body = {
+    body: dict[str, object] = {
         "k": key,
         "h": digest,
         "r": received_ms,
         "l": raw_lsn,
         "p": [p.to_wire() for p in points],
     }
+    if message_id is not None:
+        body["q"] = [message_id.seq, message_id.ts_ms, message_id.power_on]
     return orjson.dumps(body)
 
 
@@ -108,4 +117,7 @@ def decode(body: bytes) -> SpoolRecord:
             device=x["v"],
         )
     points = [Point.from_wire(w) for w in data.get("p", ())]
-    return SpoolRecord(data["k"], data["h"], points, letter, data["r"], data.get("l", 0))
+    message_id = MessageId(*q) if (q := data.get("q")) is not None else None
+    return SpoolRecord(
+        data["k"], data["h"], points, letter, data["r"], data.get("l", 0), message_id
+    )

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from core.health import Component, TaskSpec
@@ -27,7 +27,7 @@ from core.journal import Journal, JournalReader
 from core.ports import TimeSeriesSink
 from core.registry.directory import DeviceDirectory
 from core.retry import Backoff
-from core.settings import MqttEndpoint
+from core.settings import DeadLetterSettings, IngestSettings, MqttEndpoint
 from ingest.deadletters import DeadLetterStore
 from ingest.edge import RECEIVE_MAXIMUM, decode_raw
 from ingest.edge_process import EdgeProcess
@@ -67,15 +67,23 @@ class IngestStage:
         receive_maximum: int | None = RECEIVE_MAXIMUM,
         metrics: IngestMetrics | None = None,
         spool_max_bytes: int | None = None,
+        checks: IngestSettings | None = None,
+        dead_letter_budget: DeadLetterSettings | None = None,
     ) -> None:
         self.metrics = metrics or IngestMetrics()
         # The points spool and the raw spool share the cap: both are ingest's disk.
         self.spool = Journal(data_dir / "spool", max_bytes=spool_max_bytes)
-        self.dead_letters = DeadLetterStore(data_dir / "deadletters.sqlite")
+        budget = dead_letter_budget or DeadLetterSettings()
+        self.dead_letters = DeadLetterStore(
+            data_dir / "deadletters.sqlite",
+            keep=timedelta(days=budget.keep_days),
+            max_bytes=int(budget.max_mib * 2**20),
+        )
         self.sink = sink
         self.directory = directory
         self.presence = Presence(self.metrics)
-        parser = Parser(prefix)
+        checks = checks or IngestSettings()
+        parser = Parser(prefix, timedelta(days=checks.max_past_days))
         self.receiver = Receiver(parser, directory, self.metrics)
         self.receiver.add_listener(self.presence)
         self.forwarder = Forwarder(self.spool, sink, self.dead_letters, self.metrics)
@@ -264,7 +272,7 @@ class IngestStage:
             while batch := reader.next_batch(10_000):
                 for _, body in batch:
                     record = decode(body)
-                    self.receiver.dedupe.remember(record.key, record.digest)
+                    self.receiver.dedupe.remember(record.key, record.digest, record.message_id)
                     if record.dead_letter is None:
                         seen = self.recovered_seen.get(record.key, 0.0)
                         self.recovered_seen[record.key] = max(seen, record.received_ms / 1000)

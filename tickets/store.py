@@ -6,7 +6,7 @@ the relay (tickets/relay.py) moves it to the log, so no change is lost between t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,7 +15,9 @@ from sqlalchemy import (
     Connection,
     Engine,
     RowMapping,
+    Text,
     and_,
+    cast,
     delete,
     func,
     insert,
@@ -97,6 +99,19 @@ def _event_row(ticket_id: str, event: TicketEvent) -> dict[str, Any]:
         "evidence": values["evidence"],
         "alert_id": event.alert_id,
     }
+
+
+# Audit lines with evidence: most have none, stored as the JSON text "[]" (SQLite and PostgreSQL).
+_HAS_EVIDENCE = cast(ticket_events.c.evidence, Text) != "[]"
+
+
+def _stored_files(rows: Sequence[Any]) -> Iterator[tuple[str, int]]:
+    """(sha256, size) of each stored file in lists of evidence; links have no sha256."""
+    for evidence in rows:
+        for item in evidence or ():
+            sha256 = item.get("sha256")
+            if sha256 and item.get("path"):
+                yield sha256, int(item.get("size") or 0)
 
 
 class TicketStore:
@@ -349,6 +364,28 @@ class TicketStore:
         """The alerts waiting to open a ticket."""
         with self.engine.connect() as connection:
             return set(connection.execute(select(ticket_triggers.c.alert_id)).scalars())
+
+    def evidence_files(self, institution: str) -> dict[str, int]:
+        """Stored files the audit trails of the institution's tickets refer to: sha256 -> size.
+
+        Each file once, however many steps or tickets refer to it: what counts against the
+        institution's attachment quota.
+        """
+        statement = (
+            select(ticket_events.c.evidence)
+            .join(tickets, tickets.c.id == ticket_events.c.ticket_id)
+            .where(tickets.c.institution == institution, _HAS_EVIDENCE)
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(statement).scalars().all()
+        return {sha256: size for sha256, size in _stored_files(rows)}
+
+    def referenced_files(self) -> set[str]:
+        """The sha256 of every stored file any ticket's audit trail refers to."""
+        statement = select(ticket_events.c.evidence).where(_HAS_EVIDENCE)
+        with self.engine.connect() as connection:
+            rows = connection.execute(statement).scalars().all()
+        return {sha256 for sha256, _ in _stored_files(rows)}
 
     def _filters(self, query: TicketQuery) -> list[Any]:
         c = tickets.c

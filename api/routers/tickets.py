@@ -19,7 +19,7 @@ from api.schemas import (
 )
 from core.errors import InvalidTransitionError, NotFoundError
 from core.users import User
-from tickets.attachments import AttachmentTooLargeError
+from tickets.attachments import AttachmentQuotaError, AttachmentTooLargeError
 from tickets.ledger import Ledger
 from tickets.models import Evidence, Ticket, TicketAction, TicketSource, TicketStatus
 from tickets.stage import TicketStage
@@ -173,13 +173,15 @@ def upload(
     disk and recorded in the audit trail at once (a `commented` step); later steps refer to it
     by its `sha256`."""
     stage = _stage(context)
-    _visible(context, user, stage.store.get(ticket_id), ticket_id)
+    ticket = _visible(context, user, stage.store.get(ticket_id), ticket_id)
     require(user.may_act, f"a {user.role} user cannot change tickets")
     if stage.attachments is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no attachment store")
     try:
-        evidence = stage.attachments.save(file.file, file.filename, file.content_type)
-    except AttachmentTooLargeError as exc:
+        evidence = stage.attachments.save(
+            file.file, file.filename, file.content_type, institution=ticket.institution
+        )
+    except (AttachmentTooLargeError, AttachmentQuotaError) as exc:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from None
     try:
         stage.ledger.act(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Mapping
@@ -17,13 +18,17 @@ from core.registry.repository import RegistryRepository
 
 log = logging.getLogger(__name__)
 WRITE_EVERY_S = 0.5
+# Auto-registrations stored per transaction, at most. A fleet arriving at once made batches of
+# tens of thousands, whose SQL parameters, once freed, left 300-700 bytes per device of the
+# heap in holes between long-lived objects (bench.memory_per_device); 1,000 leave about 100.
+AUTO_REGISTER_BATCH = 1000
 # Most devices use the default thresholds: they share one empty mapping.
 _NO_THRESHOLDS: Mapping[str, float] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceInfo:
-    """What the receive path needs to know of a device."""
+    """What the receive path needs to know of a device (80 bytes; its values are shared)."""
 
     id: str
     institution: str
@@ -53,12 +58,17 @@ class DeviceDirectory:
         self._repository = repository
         self.auto_register = auto_register
         self._devices: dict[str, DeviceInfo] = {}
-        self._pending: dict[str, Device] = {}  # registered here, not yet in the database
+        # One object per distinct institution id, zone and heartbeat, shared by every device
+        # that has it: a fleet has a few hundred of each, and a copy per device cost ~64 bytes.
+        self._shared: dict[str | int, str | int] = {}
+        # Auto-registrations not yet stored, as their DeviceInfo (kept anyway): a Device model
+        # per queued device cost ~1 KB each while the writer lagged, and left the heap in holes.
+        self._pending: dict[str, DeviceInfo] = {}
         self._pending_lock = threading.Lock()
 
     def load(self) -> int:
         """Read every device from the database; return how many."""
-        self._devices = {d.id: _info(d) for d in self._repository.devices()}
+        self._devices = {d.id: self._info(d) for d in self._repository.devices()}
         return len(self._devices)
 
     def lookup(self, device_id: str) -> DeviceInfo | None:
@@ -76,11 +86,26 @@ class DeviceDirectory:
             kind=kind or DeviceKind.MULTI,
             auto_registered=True,
         )
-        info = self._devices[device_id] = _info(device)
+        info = self._devices[device_id] = self._info(device)
         log.info("auto-registering device %s of institution %s", device_id, institution)
         with self._pending_lock:
-            self._pending[device_id] = device
+            self._pending[device_id] = info
         return info
+
+    def _info(self, device: Device) -> DeviceInfo:
+        shared = self._shared
+        thresholds = (
+            MappingProxyType(dict(device.thresholds)) if device.thresholds else _NO_THRESHOLDS
+        )
+        zone = device.zone and str(shared.setdefault(device.zone, device.zone))
+        return DeviceInfo(
+            device.id,
+            str(shared.setdefault(device.institution, device.institution)),
+            device.kind,
+            int(shared.setdefault(device.heartbeat_s, device.heartbeat_s)),
+            zone,
+            thresholds,
+        )
 
     @property
     def unwritten(self) -> int:
@@ -89,27 +114,35 @@ class DeviceDirectory:
             return len(self._pending)
 
     def write_pending(self) -> int:
-        """Store the auto-registered devices (blocking); how many. On failure they wait."""
+        """Store up to AUTO_REGISTER_BATCH auto-registered devices (blocking); how many.
+
+        On failure they wait for the next round.
+        """
         with self._pending_lock:
-            batch, self._pending = self._pending, {}
-        if not batch:
+            taken = dict(itertools.islice(self._pending.items(), AUTO_REGISTER_BATCH))
+            for device_id in taken:
+                del self._pending[device_id]
+        if not taken:
             return 0
         try:
-            self._repository.add_auto_registered(batch.values())
+            self._repository.add_auto_registered([_auto_registered(i) for i in taken.values()])
         except BaseException:
             with self._pending_lock:
-                self._pending = batch | self._pending
+                self._pending = taken | self._pending
             raise
-        return len(batch)
+        return len(taken)
 
     async def run_writer(self, component: Component) -> None:
-        """Write auto-registrations twice a second, until cancelled."""
+        """Write auto-registrations twice a second (at once again while more wait), until
+        cancelled."""
         component.backlog = lambda: self.unwritten
-        await repeat(component, self.write_pending, every_s=WRITE_EVERY_S)
+        await repeat(
+            component,
+            lambda: self.write_pending() == AUTO_REGISTER_BATCH,
+            every_s=WRITE_EVERY_S,
+        )
 
 
-def _info(device: Device) -> DeviceInfo:
-    thresholds = MappingProxyType(dict(device.thresholds)) if device.thresholds else _NO_THRESHOLDS
-    return DeviceInfo(
-        device.id, device.institution, device.kind, device.heartbeat_s, device.zone, thresholds
-    )
+def _auto_registered(info: DeviceInfo) -> Device:
+    """The registry entry of a device added on its first message."""
+    return Device(id=info.id, institution=info.institution, kind=info.kind, auto_registered=True)

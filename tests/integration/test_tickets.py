@@ -193,6 +193,7 @@ def test_two_people_close_the_loop_and_each_sees_only_what_is_theirs(
     site: Site = site_factory(
         HAZARDWATCH_ALERTS__WEBHOOKS=json.dumps(hooks),
         HAZARDWATCH_TICKETS__ATTACHMENT_MAX_MB="0.01",  # 10 KiB, to see the limit refuse
+        HAZARDWATCH_TICKETS__ATTACHMENT_QUOTA_MB="0.008",  # 8 KiB of files per institution
     )
     service = site.service
     wang = service.add_user("wang", "contractor", "--institution", "inst-1")
@@ -230,6 +231,13 @@ def test_two_people_close_the_loop_and_each_sees_only_what_is_theirs(
     assert (Path(service.env["HAZARDWATCH_DATA_DIR"]) / evidence["path"]).read_bytes() == photo
     big = service.api("POST", f"{path}/attachments", wang, files={"file": ("a.bin", bytes(11000))})
     assert big.status_code == 413, big.text
+    again = service.api(
+        "POST", f"{path}/attachments", wang, files={"file": ("更换后照片.jpg", photo, "image/jpeg")}
+    )
+    assert again.status_code == 201, "a file the institution keeps already costs nothing"
+    second = os.urandom(6000)  # 3 KiB + 6 KiB > the institution's 8 KiB
+    over = service.api("POST", f"{path}/attachments", wang, files={"file": ("b.jpg", second)})
+    assert over.status_code == 413 and "quota" in over.json()["detail"], over.text
     stranger = {"sha256": hashlib.sha256(b"elsewhere").hexdigest()}
     cited = service.api("POST", f"{path}/comment", wang, json={"evidence": [stranger]})
     assert cited.status_code == 422 and "upload it first" in cited.text
@@ -255,11 +263,12 @@ def test_two_people_close_the_loop_and_each_sees_only_what_is_theirs(
         ("assigned", "wang"),
         ("started", "wang"),
         ("commented", "wang"),
+        ("commented", "wang"),  # the same photo again: a step, no second copy, no quota
         ("rectified", "wang"),
         ("verified", "zhao"),
     ]
     assert events[3]["note"] == "更换后" and events[3]["evidence"] == [evidence]
-    assert events[4]["evidence"] == [evidence], "the rectification cites the stored photo"
+    assert events[5]["evidence"] == [evidence], "the rectification cites the stored photo"
     # The verifier (and the bureau, read-only) open it from the ledger; nobody else can.
     for reader in (zhao, boss):
         got = service.api("GET", f"{path}/attachments/{evidence['sha256']}", reader)

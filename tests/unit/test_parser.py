@@ -113,7 +113,12 @@ def test_the_contract_telemetry_example_is_accepted_with_typed_values() -> None:
 
 
 def test_the_contract_event_example_is_accepted_with_typed_values() -> None:
-    message = accepted(EVENT, EVENT_EXAMPLE)
+    # Its ts is 2025-11-22, a year before the telemetry example: received then, not a year on.
+    verdict = Parser().parse(
+        RawMessage(EVENT, EVENT_EXAMPLE, datetime(2025, 11, 22, 8, 1, tzinfo=UTC))
+    )
+    assert isinstance(verdict, Accepted), verdict
+    message = verdict.message
     assert isinstance(message, Event)
     assert message.ts == datetime(2025, 11, 22, 8, 0, 0, 120_000, tzinfo=UTC)
     assert message.ts_from_device is True
@@ -265,7 +270,7 @@ def test_ts_with_an_offset_is_converted_to_utc() -> None:
         "2026-11-22T08:04:59.999Z",
         1795334700000,  # the same limit in epoch ms
         "2026-11-22T08:00:00Z",
-        "2020-01-01T00:00:00Z",  # the past is fine: devices buffer while offline
+        "2026-10-24T08:00:00Z",  # 29 days old: devices buffer readings while offline
     ],
 )
 def test_ts_up_to_five_minutes_ahead_is_accepted(ts: str | int) -> None:
@@ -285,6 +290,59 @@ def test_ts_more_than_five_minutes_ahead_is_rejected(ts: str | int) -> None:
     assert reason(TELEMETRY, {"ts": ts}) == Reason.FUTURE_TIMESTAMP
     assert reason(EVENT, {"ts": ts, "type": "alarm"}) == Reason.FUTURE_TIMESTAMP
     assert reason(STATUS, {"ts": ts, "state": "online"}) == Reason.FUTURE_TIMESTAMP
+
+
+@pytest.mark.parametrize(
+    ("ts", "shown", "bound"),
+    [
+        (0, "1970-01-01T00:00:00+00:00", "2020-01-01T00:00:00+00:00"),  # a clock never set
+        (86_400_000, "1970-01-02T00:00:00+00:00", "2020-01-01T00:00:00+00:00"),
+        ("1970-01-01T00:00:05Z", "1970-01-01T00:00:05+00:00", "2020-01-01T00:00:00+00:00"),
+        ("2019-12-31T23:59:59Z", "2019-12-31T23:59:59+00:00", "2020-01-01T00:00:00+00:00"),
+        # 31 days before the receive time; the bound is 30 days before it
+        ("2026-10-22T08:00:00Z", "2026-10-22T08:00:00+00:00", "2026-10-23T08:00:00+00:00"),
+        (1792656000000, "2026-10-22T08:00:00+00:00", "2026-10-23T08:00:00+00:00"),
+    ],
+)
+def test_ts_too_old_is_a_dead_letter_naming_the_time_and_the_bound(
+    ts: str | int, shown: str, bound: str
+) -> None:
+    bodies = {
+        TELEMETRY: {"ts": ts, "seq": 3},
+        EVENT: {"ts": ts, "type": "alarm"},
+        STATUS: {"ts": ts, "state": "online"},
+    }
+    for topic, body in bodies.items():
+        verdict = rejected(topic, json.dumps(body))
+        assert verdict.reason == Reason.STALE_TIMESTAMP
+        assert verdict.detail.startswith(f"ts {shown} is before {bound}"), verdict.detail
+        assert (verdict.institution, verdict.device) == ("inst-1", "dev-1")
+
+
+def test_the_age_limit_is_the_parsers_setting() -> None:
+    parser = Parser(max_past=timedelta(days=2))
+    three_days = json.dumps({"ts": "2026-11-19T08:00:00Z"})
+    verdict = rejected(TELEMETRY, three_days, parser=parser)
+    assert verdict.reason == Reason.STALE_TIMESTAMP
+    assert "2026-11-20T08:00:00+00:00, 2 days before the receive time" in verdict.detail
+    assert isinstance(parse(TELEMETRY, three_days), Accepted)  # the default allows 30 days
+    # However long the limit, a time before 2020 is a clock that was never set.
+    assert (
+        rejected(
+            TELEMETRY,
+            json.dumps({"ts": "2019-06-01T00:00:00Z"}),
+            parser=Parser(max_past=timedelta(days=3650)),
+        ).reason
+        == Reason.STALE_TIMESTAMP
+    )
+
+
+def test_the_age_limit_counts_from_the_receive_time_not_the_clock() -> None:
+    old = datetime(2021, 3, 1, tzinfo=UTC)
+    raw = RawMessage(TELEMETRY, b'{"ts": "2021-02-20T00:00:00Z"}', old)  # 9 days before receipt
+    verdict = Parser().parse(raw)
+    assert isinstance(verdict, Accepted)
+    assert verdict.message.ts == datetime(2021, 2, 20, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -387,7 +445,7 @@ def test_an_unknown_topic_is_rejected_without_ids(topic: str) -> None:
 @pytest.mark.parametrize(
     ("institution", "device"),
     [
-        ("", "dev-1"),
+        ("", "dev-1"),  # an empty level that is not a doubled slash: an id left empty
         ("inst-1", ""),
         ("-inst", "dev-1"),  # must start with a letter or digit
         ("inst-1", ".dev"),
@@ -403,6 +461,35 @@ def test_an_unknown_topic_is_rejected_without_ids(topic: str) -> None:
 def test_invalid_ids_are_rejected(institution: str, device: str) -> None:
     verdict = rejected(f"hazardwatch/v1/{institution}/{device}/telemetry", b"{}")
     assert verdict.reason == Reason.INVALID_ID
+    assert (verdict.institution, verdict.device) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "hazardwatch/v1/inst-1//dev-1/telemetry",
+        "hazardwatch/v1//inst-1/dev-1/telemetry",
+        "hazardwatch/v1/inst-1/dev-1//telemetry",
+        "hazardwatch//v1/inst-1///dev-1/telemetry",
+    ],
+)
+def test_a_doubled_slash_inside_the_topic_names_the_same_device(topic: str) -> None:
+    message = accepted(topic, b'{"seq": 5}')
+    assert (message.institution, message.device, message.seq) == ("inst-1", "dev-1", 5)
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "hazardwatch/v1/inst-1/dev-1/telemetry/",
+        "hazardwatch/v1/inst-1/dev-1/status//",
+        "hazardwatch/v1/inst-1//dev-1/zone/telemetry",
+        "/hazardwatch/v1/inst-1/dev-1/telemetry",
+    ],
+)
+def test_slashes_at_either_end_or_a_level_too_many_stay_unknown(topic: str) -> None:
+    verdict = rejected(topic, b"{}")
+    assert verdict.reason == Reason.UNKNOWN_TOPIC
     assert (verdict.institution, verdict.device) == (None, None)
 
 

@@ -14,7 +14,7 @@ from core.db import make_engine, session_factory, upgrade
 from core.errors import RegistryError
 from core.health import Component, State
 from core.models import DeviceKind
-from core.registry.directory import DeviceDirectory, DeviceInfo
+from core.registry.directory import AUTO_REGISTER_BATCH, DeviceDirectory, DeviceInfo
 from core.registry.importer import load_registry_file, summary
 from core.registry.models import Device, Institution, InstitutionType, Location, Person
 from core.registry.repository import RegistryRepository
@@ -444,6 +444,41 @@ async def test_the_writer_task_stores_admissions_and_reports_progress(
         await task
     assert repository.device("early") is not None
     assert component.state()[0] is State.OK and component.waiting() == 0
+
+
+def test_a_burst_of_auto_registrations_is_stored_in_batches(
+    repository: RegistryRepository,
+) -> None:
+    count = AUTO_REGISTER_BATCH * 2 + 7
+    directory = DeviceDirectory(repository, auto_register=True)
+    for i in range(count):  # all queued before the writer runs: a fleet arriving at once
+        directory.admit(f"inst-{i % 3}", f"dev-{i:05d}", DeviceKind.SMOKE)
+    batches: list[int] = []
+    store = repository.add_auto_registered
+
+    def counting(devices: Iterable[Device]) -> None:
+        batch = list(devices)
+        batches.append(len(batch))
+        store(batch)
+
+    repository.add_auto_registered = counting  # type: ignore[method-assign]
+    while directory.write_pending():  # as the writer task does: again at once while more wait
+        pass
+    assert batches == [AUTO_REGISTER_BATCH, AUTO_REGISTER_BATCH, 7]
+    assert len(repository.devices()) == count
+    stored = repository.device("dev-00004")
+    assert stored is not None and (stored.institution, stored.auto_registered) == ("inst-1", True)
+
+
+def test_devices_of_an_institution_share_one_string_for_it(
+    repository: RegistryRepository,
+) -> None:
+    directory = DeviceDirectory(repository, auto_register=True)
+    first = directory.admit("".join(["inst", "-1"]), "dev-1", DeviceKind.GAS)
+    second = directory.admit("".join(["inst", "-1"]), "dev-2", DeviceKind.GAS)
+    assert first is not None and second is not None
+    assert first.institution == second.institution == "inst-1"
+    assert first.institution is second.institution  # not a copy per device
 
 
 def test_admit_refuses_unknown_devices_without_auto_register(

@@ -57,7 +57,7 @@ def write_toml(tmp_path: Path, text: str) -> Path:
 
 
 # Added by the project (documented in docs/configuration.md), beside the contract's.
-PROJECT_SECTIONS = {"alerts", "tickets", "events", "spool", "database"}
+PROJECT_SECTIONS = {"alerts", "tickets", "events", "spool", "database", "ingest", "deadletters"}
 
 
 def test_the_fields_are_the_contract_variables_and_the_project_sections() -> None:
@@ -79,6 +79,39 @@ def test_alert_settings_come_from_nested_variables_and_toml(
     assert settings.alerts.webhooks[0].format == "wecom"
     shown = json.dumps(settings.redacted())
     assert "secret-key" not in shown and "qyapi.weixin.qq.com" in shown
+
+
+def test_the_ingest_age_limit_comes_from_its_variable_and_toml(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert load_settings().ingest.max_past_days == 30
+    config = write_toml(tmp_path, "[ingest]\nmax_past_days = 7\n")
+    assert load_settings(config).ingest.max_past_days == 7
+    monkeypatch.setenv("HAZARDWATCH_INGEST__MAX_PAST_DAYS", "2.5")
+    assert load_settings(config).ingest.max_past_days == 2.5
+    monkeypatch.setenv("HAZARDWATCH_INGEST__MAX_PAST_DAYS", "0")
+    assert "HAZARDWATCH_INGEST__MAX_PAST_DAYS" in config_error()
+
+
+def test_the_dead_letter_budget_comes_from_its_variables_and_toml(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    defaults = load_settings().deadletters
+    assert (defaults.keep_days, defaults.max_mib) == (30, 512)
+    config = write_toml(tmp_path, "[deadletters]\nkeep_days = 7\nmax_mib = 64\n")
+    monkeypatch.setenv("HAZARDWATCH_DEADLETTERS__MAX_MIB", "128")
+    budget = load_settings(config).deadletters
+    assert (budget.keep_days, budget.max_mib) == (7, 128)
+    monkeypatch.setenv("HAZARDWATCH_DEADLETTERS__KEEP_DAYS", "-1")
+    assert "HAZARDWATCH_DEADLETTERS__KEEP_DAYS" in config_error()
+
+
+def test_the_attachment_quota_comes_from_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().tickets.attachment_quota_mb == 2048
+    monkeypatch.setenv("HAZARDWATCH_TICKETS__ATTACHMENT_QUOTA_MB", "100")
+    assert load_settings().tickets.attachment_quota_mb == 100
+    monkeypatch.setenv("HAZARDWATCH_TICKETS__ATTACHMENT_QUOTA_MB", "0")
+    assert "HAZARDWATCH_TICKETS__ATTACHMENT_QUOTA_MB" in config_error()
 
 
 def test_bad_alert_settings_name_the_variable() -> None:
