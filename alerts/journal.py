@@ -9,8 +9,11 @@ live stream and the notifiers read it from the log at once. Nothing here touches
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
+from collections.abc import Callable
 
 from alerts.events import Change, to_event
 from core.eventlog import NewEvent
@@ -27,6 +30,7 @@ class AlertJournal:
         self._buffer: list[NewEvent] = []
         self._buffer_lock = threading.Lock()
         self._flush_lock = threading.Lock()  # flushes append one after another, in order
+        self._waiting: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
         self.flushed = 0  # events appended since start
 
     def submit(self, changes: list[Change], lsn: int | None) -> None:
@@ -34,6 +38,23 @@ class AlertJournal:
         events = [to_event(subject, change, lsn or 0) for subject, change in changes]
         with self._buffer_lock:
             self._buffer.extend(events)
+        waiting = self._waiting
+        if waiting is not None:
+            loop, woken = waiting
+            with contextlib.suppress(RuntimeError):  # the loop has closed: shutting down
+                loop.call_soon_threadsafe(woken.set)
+
+    async def run(self, flush: Callable[[], object]) -> None:
+        """Flush (with `flush`, which reports) as soon as changes come, until cancelled."""
+        woken = asyncio.Event()
+        self._waiting = (asyncio.get_running_loop(), woken)
+        try:
+            while True:
+                await woken.wait()
+                woken.clear()
+                await asyncio.to_thread(flush)
+        finally:
+            self._waiting = None
 
     @property
     def pending(self) -> int:

@@ -8,6 +8,7 @@ holds back only itself. Nothing here needs the SQL database.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import ssl
@@ -169,7 +170,7 @@ class MqttOutput(Checkpointed):
             await self.close()
             raise
         finally:
-            self._save(done)
+            await asyncio.to_thread(self._save, done)  # a file written and synced: off the loop
 
     async def _connected(self) -> aiomqtt.Client:
         if self._client is not None:

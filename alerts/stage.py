@@ -132,6 +132,16 @@ class AlertStage:
         self.journal_health.progress()
         return True
 
+    async def run_journal(self, component: Component) -> None:
+        """Changes to the event log as soon as the engine makes them, until cancelled."""
+        component.backlog = lambda: self.journal.pending
+
+        def flush() -> None:
+            if self.flush():
+                component.progress()
+
+        await self.journal.run(flush)
+
     async def run_clock(self, component: Component) -> None:
         """Silence and escalation, 20 times a second, until cancelled."""
         while True:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+_SHARED = random.Random()  # seeding one per back-off would read the OS's entropy each time
+
 
 @dataclass
 class Backoff:
@@ -19,7 +21,7 @@ class Backoff:
     most: float = 30.0
     factor: float = 2.0
     jitter: bool = True
-    rng: random.Random = field(default_factory=random.Random, repr=False)
+    rng: random.Random = field(default_factory=lambda: _SHARED, repr=False)
     attempts: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:

@@ -185,6 +185,7 @@ class Parts:
         specs = [
             *self.ingest.tasks(),
             TaskSpec("alert-clock", self.alerts.run_clock),
+            TaskSpec("alert-journal", self.alerts.run_journal),
             TaskSpec("ticket-relay", self.tickets.relay.run, depends_on="the database"),
             TaskSpec("ledger-clock", self.tickets.run_clock, depends_on="the database"),
             TaskSpec("registry-writer", self.directory.run_writer, depends_on="the database"),

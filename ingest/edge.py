@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -79,15 +79,10 @@ RAW_SIZE = struct.Struct("<I")
 MAX_RAW_PAYLOAD = MAX_PAYLOAD_BYTES + 1
 
 
-class RawRecord(NamedTuple):
-    """A raw spool record, decoded."""
-
-    received_ms: int
-    retained: bool
-    dup: bool
-    topic: bytes
-    payload: bytes
-    size: int  # of the payload as it arrived (more than len(payload) when truncated)
+# A raw record decoded: received at (ms), retained, dup, topic, payload, and the size the
+# payload arrived with when only its start was kept (-1: kept whole). A plain tuple: it is
+# made for every message, and a named one costs a tenth of the digester's time.
+RawRecord = tuple[int, bool, bool, bytes, bytes, int]
 
 
 def encode_raw(
@@ -104,16 +99,13 @@ def encode_raw(
 def decode_raw(body: bytes) -> RawRecord:
     """The inverse of `encode_raw`."""
     received_ms, flags, topic_len = RAW_HEADER.unpack_from(body)
-    start = RAW_HEADER.size
-    topic = body[start : start + topic_len]
-    start += topic_len
+    end = RAW_HEADER.size + topic_len
+    topic = body[RAW_HEADER.size : end]
+    retained, dup = bool(flags & RETAINED), bool(flags & DUP)
     if flags & TRUNCATED:
-        (size,) = RAW_SIZE.unpack_from(body, start)
-        payload = body[start + RAW_SIZE.size :]
-    else:
-        payload = body[start:]
-        size = len(payload)
-    return RawRecord(received_ms, bool(flags & RETAINED), bool(flags & DUP), topic, payload, size)
+        (size,) = RAW_SIZE.unpack_from(body, end)
+        return received_ms, retained, dup, topic, body[end + RAW_SIZE.size :], size
+    return received_ms, retained, dup, topic, body[end:], -1
 
 
 class _BufferedSocket:

@@ -86,13 +86,7 @@ class Forwarder:
 
     async def _forward(self, batch: list[tuple[int, bytes]], component: Component) -> None:
         """Store one batch, retrying until it is stored."""
-        records = [decode(body) for _, body in batch]
-        points = [point for record in records for point in record.points]
-        letters = [
-            (lsn, record.dead_letter)
-            for (lsn, _), record in zip(batch, records, strict=True)
-            if record.dead_letter is not None
-        ]
+        records, points, letters = await asyncio.to_thread(_decoded, batch)
         await self._write_with_retry(points, letters, records, component)
         await asyncio.to_thread(self._done, batch[-1][0], letters)
         self._metrics.stored.inc(len(points))
@@ -173,6 +167,21 @@ class Forwarder:
     def _update_lag(self) -> None:
         self._metrics.store_lag_records.set(self._spool.committed_lsn - self._spool.checkpoint_lsn)
         self._metrics.store_lag_seconds.set(self._spool.lag_seconds())
+
+
+def _decoded(
+    batch: list[tuple[int, bytes]],
+) -> tuple[list[SpoolRecord], list[Point], list[tuple[int, DeadLetter]]]:
+    """A batch's records, their points and their dead letters (in a worker thread: decoding
+    thousands of records would hold the event loop for tens of milliseconds)."""
+    records = [decode(body) for _, body in batch]
+    points = [point for record in records for point in record.points]
+    letters = [
+        (lsn, record.dead_letter)
+        for (lsn, _), record in zip(batch, records, strict=True)
+        if record.dead_letter is not None
+    ]
+    return records, points, letters
 
 
 def _refused(record: SpoolRecord, point: Point, exc: StoreError) -> tuple[int, DeadLetter]:

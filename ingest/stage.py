@@ -167,6 +167,7 @@ class IngestStage:
             self.pending,
         )
         self._digester.shutdown(wait=True)
+        self.source.close()
         self.spool.close()
         self.sink.close()
         self.dead_letters.close()
@@ -303,18 +304,13 @@ class IngestStage:
 
 
 def _raw_message(body: bytes, raw_lsn: int) -> RawMessage:
-    """A raw spool record as the receive path takes it."""
-    record = decode_raw(body)
+    """A raw spool record as the receive path takes it (for every message: kept lean)."""
+    received_ms, retained, dup, topic, payload, size = decode_raw(body)
     try:
-        topic = record.topic.decode()
+        topic_text = topic.decode()
     except UnicodeDecodeError:
-        topic = record.topic.decode("utf-8", "replace")
+        topic_text = topic.decode("utf-8", "replace")
+    received_at = datetime.fromtimestamp(received_ms / 1000, UTC)
     return RawMessage(
-        topic=topic,
-        payload=record.payload,
-        received_at=datetime.fromtimestamp(record.received_ms / 1000, UTC),
-        retained=record.retained,
-        dup=record.dup,
-        lsn=raw_lsn,
-        size=record.size if record.size != len(record.payload) else None,
+        topic_text, payload, received_at, retained, dup, raw_lsn, size if size >= 0 else None
     )

@@ -21,7 +21,7 @@ def test_raw_record_round_trip_keeps_bytes_and_flags() -> None:
     topic = "hazardwatch/v1/inst-1/烟感-1/telemetry".encode()
     payload = b'{"seq": 1}\xff'
     body = encode_raw(1_763_798_400_123, True, False, topic, payload)
-    assert decode_raw(body) == (1_763_798_400_123, True, False, topic, payload, len(payload))
+    assert decode_raw(body) == (1_763_798_400_123, True, False, topic, payload, -1)
     assert decode_raw(encode_raw(5, False, True, b"t", b""))[1:3] == (False, True)
 
 
@@ -29,12 +29,12 @@ def test_an_oversized_payload_keeps_only_its_start_and_its_size() -> None:
     payload = b"x" * (5 << 20)
     body = encode_raw(7, False, True, b"t/1", payload)
     assert len(body) < MAX_RAW_PAYLOAD + 100, "5 MiB must not reach the disk"
-    record = decode_raw(body)
-    assert record.size == 5 << 20
-    assert record.payload == payload[:MAX_RAW_PAYLOAD]
-    assert (record.received_ms, record.dup, record.topic) == (7, True, b"t/1")
+    received_ms, retained, dup, topic, kept, size = decode_raw(body)
+    assert size == 5 << 20
+    assert kept == payload[:MAX_RAW_PAYLOAD]
+    assert (received_ms, retained, dup, topic) == (7, False, True, b"t/1")
     exact = encode_raw(7, False, False, b"t", b"y" * MAX_RAW_PAYLOAD)
-    assert decode_raw(exact).payload == b"y" * MAX_RAW_PAYLOAD, "at the limit: kept whole"
+    assert decode_raw(exact)[4:] == (b"y" * MAX_RAW_PAYLOAD, -1), "at the limit: kept whole"
 
 
 def test_buffered_socket_serves_small_reads_from_one_recv() -> None:
