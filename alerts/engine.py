@@ -114,6 +114,7 @@ class AlertEngine:
         # Rule state of the devices whose state is not the default (most never leave it).
         self._devices: dict[str, DeviceRules] = {}
         self._handed: str | None = None  # the device whose state _state last handed out
+        self._spare: DeviceRules | None = None  # a dropped state, at its default, to reuse
         self._open: dict[str, dict[Key, Alert]] = {}  # subject -> condition -> alert
         self._by_id: dict[str, tuple[str, Key]] = {}
         self._changed: dict[tuple[str, Key], datetime] = {}  # message time of the last change
@@ -198,7 +199,12 @@ class AlertEngine:
             info = self._directory.lookup(device)
             if info is None:
                 return None
-            state = self._devices[device] = DeviceRules(info.kind, info.thresholds)
+            state, self._spare = self._spare, None
+            if state is None:
+                state = DeviceRules(info.kind, info.thresholds)
+            else:  # the one dropped last, at its default: no allocation per message
+                state.kind, state.thresholds = info.kind, info.thresholds
+            self._devices[device] = state
         self._handed = device
         return state
 
@@ -207,8 +213,9 @@ class AlertEngine:
         if device is None:
             return
         state = self._devices.get(device)
-        if state is not None and state == DeviceRules(state.kind, state.thresholds):
+        if state is not None and state.is_default():
             del self._devices[device]
+            self._spare = state
 
     def _window_s(self, device: str) -> float:
         heartbeat = self._heartbeat.get(device)

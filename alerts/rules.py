@@ -92,6 +92,21 @@ class DeviceRules:
         """True within the test-button window."""
         return self.test_until is not None and at <= self.test_until
 
+    def is_default(self) -> bool:
+        """True when it remembers nothing a fresh state would not (checked for every message:
+        attribute tests, no comparison object)."""
+        return not (
+            self.own_alarm
+            or self.smoke_streak
+            or self.smoke_high
+            or self.gas_level
+            or self.co_high
+            or self.battery_low
+            or self.faults
+            or self.test_until is not None
+            or self.suppressed
+        )
+
 
 class Rules:
     """Evaluates messages against the configured thresholds."""
