@@ -43,7 +43,7 @@ from core.alerting import (
     new_id,
 )
 from core.clock import Clock, SystemClock
-from core.errors import InvalidTransitionError, NotFoundError
+from core.errors import InvalidTransitionError
 from core.models import DeviceMessage, Event, EventType, Status
 from core.registry.directory import DeviceLookup
 from core.settings import AlertSettings
@@ -549,14 +549,19 @@ class AlertEngine:
         )
 
     def _find_open(self, alert_id: str) -> tuple[str, Key, Alert]:
+        # Under the lock: memory only. A question to the database here, hung, would stop
+        # every alarm behind it (the caller looked the alert up before taking the lock).
         where = self._by_id.get(alert_id)
         if where is None:
-            stored = self._store.get(alert_id)
-            if stored is None:
-                raise NotFoundError(f"no alert {alert_id}")
-            raise InvalidTransitionError(f"alert {alert_id} is {stored.state.value}")
+            raise InvalidTransitionError(f"alert {alert_id} is not open (resolved meanwhile)")
         subject, key = where
         return subject, key, self._open[subject][key]
+
+    def open_alert(self, alert_id: str) -> Alert | None:
+        """The alert if it is on the board (memory only: never waits for the database)."""
+        with self._lock:
+            where = self._by_id.get(alert_id)
+            return self._open[where[0]][where[1]] if where is not None else None
 
     def get(self, alert_id: str) -> Alert | None:
         """The alert as the engine knows it now (open ones from memory)."""

@@ -102,7 +102,7 @@ def ticket_message(change: dict[str, Any], institutions: InstitutionLookup) -> M
         return None
     ticket = change["ticket"]
     institution = institutions(ticket["institution"])
-    body = {k: v for k, v in change.items() if k not in ("notify", "event_id")}
+    body = {k: v for k, v in change.items() if k != "notify"}  # event_id tells a repeat
     body["institution"] = institution.model_dump(mode="json") if institution else None
     town = institution.town if institution else None
     return Message(body, Severity(ticket["severity"]), ticket["escalation_level"], town)

@@ -121,12 +121,12 @@ class InfluxAlertOutput(Checkpointed):
     def handle(self, events: Sequence[LogEvent]) -> None:
         """Write the batch's points; the same point written twice is one point."""
         points = [
-            self._stamper.stamp(point)
+            point
             for _, (_, change) in alert_changes(events)
             if (point := alert_point(change)) is not None
         ]
         if points:
-            self._sink.write(points)
+            self._stamper.batch(points, self._sink.write)
         self._save(events[-1].position)
 
 

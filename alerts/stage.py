@@ -146,7 +146,11 @@ class AlertStage:
         """Silence and escalation, 20 times a second, until cancelled."""
         while True:
             await asyncio.sleep(TICK_S)
-            await asyncio.to_thread(self.tick)
+            component.busy()  # a tick that does not return (a lock held for ever) shows
+            try:
+                await asyncio.to_thread(self.tick)
+            finally:
+                component.idle()
             component.progress()
 
     def tick(self) -> None:

@@ -94,9 +94,12 @@ class AlertStore:
     def apply(self, changes: Sequence[Change], position: int, lsn: int | None = None) -> None:
         """Store changes (with each alert's subject) as of log `position`, in one transaction.
 
-        `lsn`: the raw-spool position of the last message among them, if any.
+        `lsn`: the raw-spool position of the last message among them, if any. A batch the
+        tables hold already (its commit was made, but its answer lost) is not applied again.
         """
         with self.engine.begin() as connection:
+            if load_position(connection, PROJECTION, lock=True) >= position:
+                return
             self._apply(connection, changes, lsn)
             save_position(connection, PROJECTION, position)
 

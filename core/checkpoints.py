@@ -19,9 +19,12 @@ consumer_checkpoints = Table(
 )
 
 
-def load_position(connection: Connection, name: str) -> int:
-    """The stored position of `name`; 0 (the start) if it has none."""
+def load_position(connection: Connection, name: str, *, lock: bool = False) -> int:
+    """The stored position of `name`; 0 (the start) if it has none. With `lock`, the row is
+    held until the transaction ends (two writers of one consumer take turns)."""
     query = select(consumer_checkpoints.c.position).where(consumer_checkpoints.c.name == name)
+    if lock:
+        query = query.with_for_update()
     value = connection.execute(query).scalar()
     return int(value or 0)
 

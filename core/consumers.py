@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 IDLE_WAIT_S = 1.0
+# Events beyond a reader's position that it cannot read (a damaged record) would make it spin
+# and look busy: after this many tries, this far apart, it is reported as failed.
+UNREADABLE_TURNS = 20
+UNREADABLE_WAIT_S = 0.05
 
 
 class Consumer(Protocol):
@@ -73,6 +77,7 @@ async def feed(
     events.note(consumer.name, consumer.position)
     component.backlog = lambda: events.head - consumer.position
     cursor = events.cursor(consumer.position)
+    unreadable = 0  # turns in a row with events behind the position and none read
     try:
         while True:
             if cursor.position != consumer.position:  # it failed part-way: go back
@@ -83,9 +88,9 @@ async def feed(
             else:
                 found = await asyncio.to_thread(cursor.next_batch, batch)
             if not found:
-                component.progress()
-                await events.wait_async(cursor.position, IDLE_WAIT_S)
+                unreadable = await _nothing_read(events, cursor.position, component, unreadable)
                 continue
+            unreadable = 0
             try:
                 await _call(component, consumer.handle, found)
             except Exception as exc:  # noqa: BLE001 - reported and retried with back-off
@@ -96,6 +101,21 @@ async def feed(
             events.note(consumer.name, consumer.position)
     finally:
         cursor.close()
+
+
+async def _nothing_read(
+    events: EventLog, position: int, component: Component, unreadable: int
+) -> int:
+    """Wait for more; the count of turns in a row with events there but none read."""
+    if events.head > position:  # there, but not read: a moment, or a damaged record
+        unreadable += 1
+        if unreadable >= UNREADABLE_TURNS:
+            component.fault(f"the event log cannot be read after position {position}")
+        await asyncio.sleep(UNREADABLE_WAIT_S)
+        return unreadable
+    component.progress()
+    await events.wait_async(position, IDLE_WAIT_S)
+    return 0
 
 
 async def _call(component: Component, function: Callable[..., Any], *args: object) -> None:

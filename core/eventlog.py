@@ -35,6 +35,7 @@ ALERT = "alert"
 TICKET = "ticket"
 CACHE_EVENTS = 8192  # the newest events, kept in memory for readers near the head
 SEGMENT_BYTES = 16 << 20
+HARD_CAP_FACTOR = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +120,14 @@ class JournalEventLog:
         )
         self._retention_s = retention_s
         self._max_bytes = max_bytes
+        # Writers take turns for the whole append (journal and cache in one order); readers and
+        # the event loop take only the short lock, never held across a disk write.
+        self._write_lock = threading.Lock()
         self._lock = threading.Lock()
         self._cache: deque[LogEvent] = deque(maxlen=CACHE_EVENTS)
         self._waiters = _Waiters()
         self._consumers: dict[str, int] = {}  # name -> the last position it has handled
+        self._pruned_through = 0  # events up to here are gone, even if the cache still has them
         self.checkpoints = FileCheckpoints(directory / "checkpoints", fsync=fsync)
 
     @property
@@ -146,20 +151,15 @@ class JournalEventLog:
         if not events:
             return self.head
         records = [encode(e) for e in events]
-        with self._lock:  # one writer at a time: the cache follows the journal's order
+        with self._write_lock:  # one writer at a time: the cache follows the journal's order
             last = self._journal.append(records)
             first = last - len(records) + 1
-            for offset, event in enumerate(events):
-                self._cache.append(
-                    LogEvent(
-                        first + offset,
-                        event.kind,
-                        event.subject,
-                        event.institution,
-                        event.data,
-                        event.raw_lsn,
-                    )
-                )
+            logged = [
+                LogEvent(first + n, e.kind, e.subject, e.institution, e.data, e.raw_lsn)
+                for n, e in enumerate(events)
+            ]
+            with self._lock:
+                self._cache.extend(logged)
         self._waiters.wake()
         return last
 
@@ -171,6 +171,8 @@ class JournalEventLog:
         """Events after `after` from memory, or None when they are older than the cache."""
         with self._lock:
             if not self._cache or after < self._cache[0].position - 1:
+                return None
+            if after < self._pruned_through:  # pruned: the disk reader tells of the gap
                 return None
             start = after - self._cache[0].position + 1
             return [self._cache[i] for i in range(start, min(len(self._cache), start + limit))]
@@ -209,13 +211,28 @@ class JournalEventLog:
         with self._lock:
             return dict(self._consumers)
 
-    def prune(self, expected: Sequence[str], now: float | None = None) -> int:
+    def prune(
+        self, expected: Sequence[str], now: float | None = None, essential: Sequence[str] = ()
+    ) -> int:
         """Delete segments every consumer in `expected` has handled and that are old enough
-        (older than the retention, or the log is over its size); the new first position."""
+        (older than the retention, or the log is over its size); the new first position.
+
+        Over HARD_CAP_FACTOR × its size, only the `essential` consumers hold events back: an
+        output down for weeks (a webhook) must not fill the disk that alarms need.
+        """
         positions = self.consumers()
         if any(name not in positions for name in expected):
             return self.first  # a consumer has not said where it is yet: keep everything
         handled = min((positions[name] for name in expected), default=self.head)
+        hard = HARD_CAP_FACTOR * self._max_bytes if self._max_bytes is not None else None
+        if essential and hard is not None and self._journal.size_bytes() > hard:
+            behind = [n for n in expected if n not in essential and positions[n] < self.head]
+            handled = min((positions[name] for name in essential), default=self.head)
+            log.error(
+                "event log over %d MiB: events not yet handled by %s are dropped",
+                hard >> 20,
+                ", ".join(behind) or "no one",
+            )
         now = time.time() if now is None else now
         segments = self._journal.segments()
         size = self._journal.size_bytes()
@@ -234,6 +251,8 @@ class JournalEventLog:
             through, size = following - 1, size - stat.st_size
         if through:
             self._journal.set_checkpoint(through)
+            with self._lock:
+                self._pruned_through = through
             log.info("event log: dropped events through %d (kept from %d)", through, self.first)
         return self.first
 
@@ -253,6 +272,7 @@ class EventCursor:
         self._log = log
         self.position = after
         self._reader: JournalReader | None = None
+        self.gap: tuple[int, int] | None = None  # events skipped: (first, last), once pruned
 
     def next_batch(self, limit: int) -> list[LogEvent]:
         """Up to `limit` durable events after the last one returned (disk reads block)."""
@@ -263,6 +283,9 @@ class EventCursor:
             self._reader.close()
             self._reader = None
         if events:
+            if events[0].position != self.position + 1:  # pruned under the reader's feet
+                self.gap = (self.position + 1, events[0].position - 1)
+                log.error("event log: events %d-%d were pruned before they were read", *self.gap)
             self.position = events[-1].position
         return events
 

@@ -73,18 +73,18 @@ class Component:
     def failing(self, reason: str) -> None:
         """An attempt failed; the loop retries."""
         with self._lock:
-            self.error = reason[:500]
+            self.error = _short(reason)
             self.busy_since = None
 
     def fault(self, reason: str) -> None:
         """It cannot go on until something of its own is fixed (its disk): it is failed."""
         with self._lock:
-            self.broken = reason[:500]
+            self.broken = _short(reason)
 
     def crash(self, reason: str) -> None:
         """The loop died; the supervisor starts it again (or stops the service)."""
         with self._lock:
-            self.crashed = reason[:500]
+            self.crashed = _short(reason)
             self.crashes += 1
             self.busy_since = None
 
@@ -104,10 +104,13 @@ class Component:
             what = self.depends_on or "its own call"
             reason = f"{what} has not answered for {now - busy_since:.0f} s"
             return (State.DEGRADED if self.depends_on else State.STUCK), reason
+        stalled = quiet > self.stall_after_s and self.waiting() > 0
+        if stalled and (error is None or self.depends_on is None):
+            # Retrying for ever something of its own (a bug, a bad record) is stuck too.
+            why = f"; last: {error}" if error else ""
+            return State.STUCK, f"no progress for {quiet:.0f} s while {self.waiting()} wait{why}"
         if error is not None:
             return State.DEGRADED, error
-        if quiet > self.stall_after_s and self.waiting() > 0:
-            return State.STUCK, f"no progress for {quiet:.0f} s while {self.waiting()} wait"
         return State.OK, None
 
     def report(self) -> dict[str, Any]:
@@ -185,3 +188,10 @@ class TaskSpec:
             "depends_on": self.depends_on,
             "stall_after_s": self.stall_after_s,
         }
+
+
+def _short(reason: str) -> str:
+    """The first line, cut: /readyz is unauthenticated, and a driver's message can go on with
+    the statement and its parameters."""
+    lines = reason.splitlines()
+    return (lines[0] if lines else "")[:300]

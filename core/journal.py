@@ -190,11 +190,11 @@ class Journal:
                 self.error = f"{type(exc).__name__}: {exc}"
                 raise
             self.error = None
-        with self._changed:
-            if self._track_lag:  # pruned by lag_seconds(): only for journals with a reader here
-                self._commits.append((lsn, time.monotonic()))
-            self._committed = lsn
-            self._changed.notify_all()
+            with self._changed:  # before the next writer starts from it
+                if self._track_lag:  # pruned by lag_seconds(): only with a reader here
+                    self._commits.append((lsn, time.monotonic()))
+                self._committed = lsn
+                self._changed.notify_all()
         return lsn
 
     def _write(self, bodies: Sequence[bytes]) -> int:
@@ -228,11 +228,21 @@ class Journal:
         return lsn
 
     def _rotate(self, first_lsn: int) -> None:
+        """Start a new segment; on failure the current one stays in use, untouched."""
+        path = self.directory / segment_name(first_lsn)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            if self._fsync:  # the new file's directory entry must survive a crash too
+                fsync_directory(self.directory)
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
         os.close(self._fd)
+        self._fd, self._size = fd, 0
         with self._lock:
             self._segments.append(first_lsn)
-        self._fd = self._open_active()
-        self._size = 0
 
     def wait_beyond(self, lsn: int, timeout: float) -> bool:
         """Block until a record after `lsn` is durable, or the timeout passes."""

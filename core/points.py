@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 FieldValue = float | int | bool | str
@@ -50,3 +51,13 @@ class SeriesStamper:
             recent = time_ms - 1000
             self._last = {k: v for k, v in self._last.items() if v >= recent}
         return point._replace(time_ms=time_ms)
+
+    def batch(self, points: list[Point], write: Callable[[list[Point]], None]) -> None:
+        """Stamp and write a batch; if the write fails, forget its stamps, so that a retry
+        stamps the same points the same way (a point written twice is then one point)."""
+        saved = dict(self._last)
+        try:
+            write([self.stamp(point) for point in points])
+        except BaseException:
+            self._last = saved
+            raise

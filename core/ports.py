@@ -33,6 +33,7 @@ class EventCursor(Protocol):
     """A reader's place in the event log."""
 
     position: int  # the last event returned
+    gap: tuple[int, int] | None  # events pruned before this reader got to them, if any
 
     def next_batch(self, limit: int) -> list[LogEvent]:
         """Up to `limit` events after `position` (may block on disk: see `from_memory`)."""

@@ -166,6 +166,9 @@ class Parts:
 
         self.ingest.receiver.add_listener(observe)
         self.ingest.barriers.append(alerts.barrier)
+        # A barrier waiting for a failing disk gives up when the digester is told to stop
+        # (shutdown, or the supervisor cancelling it), instead of holding the stop for ever.
+        alerts.stopping = self.ingest.stopping
         self.ingest.metrics.registry.register(AlertCollector(alerts.engine))
 
     def recover(self) -> None:
@@ -216,8 +219,15 @@ class Parts:
     async def _prune(self, component: Component) -> None:
         """Drop event-log segments every consumer has handled, past the retention."""
         names = [c.name for c in self.consumers()]
+        # Without these two the SQL state would no longer follow the log; the outputs (MQTT,
+        # InfluxDB, webhooks) lose their oldest undelivered events past the hard cap instead.
+        essential = [self.alerts.projection.name, self.tickets.consumer.name]
         await asyncio.sleep(PRUNE_EVERY_S)
-        await repeat(component, lambda: self.events.prune(names), every_s=PRUNE_EVERY_S)
+        await repeat(
+            component,
+            lambda: self.events.prune(names, essential=essential),
+            every_s=PRUNE_EVERY_S,
+        )
 
     async def _prune_dead_letters(self, component: Component) -> None:
         """Keep the dead letters within their budget ([deadletters])."""

@@ -28,6 +28,7 @@ BATCH_RECORDS = 5000
 LINGER_S = 0.1
 BACKOFF_MIN_S = 0.25
 BACKOFF_MAX_S = 30.0
+UNREADABLE_TURNS = 20  # records beyond the reader that it cannot read, this many turns: failed
 
 
 class Forwarder:
@@ -63,6 +64,7 @@ class Forwarder:
         """Forward for ever (until cancelled)."""
         component.backlog = lambda: self._spool.committed_lsn - self._spool.checkpoint_lsn
         reader = self._spool.reader(self._spool.checkpoint_lsn)
+        unreadable = 0
         try:
             while True:
                 if self._spool.committed_lsn - reader.last_lsn < self._batch_records:
@@ -70,6 +72,12 @@ class Forwarder:
                 batch = await asyncio.to_thread(reader.next_batch, self._batch_records)
                 if batch:
                     await self._forward(batch, component)
+                elif self._spool.committed_lsn > reader.last_lsn:  # a moment, or damage
+                    unreadable += 1
+                    if unreadable >= UNREADABLE_TURNS:
+                        component.fault(f"the points spool cannot be read after {reader.last_lsn}")
+                    continue
+                unreadable = 0
                 component.progress()
                 self._update_lag()
         finally:

@@ -45,6 +45,7 @@ CLIENT_ID = "hazardwatch-ingest"
 # Redeliveries after a crash are the records at the spool's tail; this many are remembered.
 PRIME_RECORDS = 100_000
 DIGEST_BATCH = 2000
+UNREADABLE_TURNS, UNREADABLE_WAIT_S = 20, 0.05  # as for the event log's readers (core/consumers)
 RAW_KEY = "spool:raw"  # the dead-letter topic and key of raw records that could not be read
 # A stamp this far after its receive time was moved on by Receiver._restamp; further is the
 # device's own `ts`, which does not take part.
@@ -107,6 +108,11 @@ class IngestStage:
         self._stop = threading.Event()
         self._digester = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digester")
         self._digesting: asyncio.Future[None] | None = None
+
+    @property
+    def stopping(self) -> threading.Event:
+        """Set when the digester is to stop (barriers that wait on the disk give up then)."""
+        return self._stop
 
     def recover(self) -> None:
         """Read the spool's tail: redeliveries to recognise, the last raw LSN digested."""
@@ -176,13 +182,22 @@ class IngestStage:
         """Turn durable raw records, in order, into points-spool records and dead letters."""
         reader = JournalReader(self.source, self.digested_lsn)
         next_size_at = 0.0
+        unreadable = 0
         try:
             while not self._stop.is_set():
-                component.progress()
                 if not self.source.wait_beyond(reader.last_lsn, timeout=0.25):
+                    component.progress()  # nothing to do
                     continue
                 batch: list[tuple[int, bytes | DeadLetter]] = []
                 batch.extend(reader.next_batch(DIGEST_BATCH))
+                if not batch and not reader.oversized:  # durable, but not read: damage?
+                    unreadable += 1
+                    if unreadable >= UNREADABLE_TURNS:
+                        component.fault(f"the raw spool cannot be read after {reader.last_lsn}")
+                    self._stop.wait(UNREADABLE_WAIT_S)
+                    continue
+                unreadable = 0
+                component.progress()
                 if reader.oversized:  # skipped by the reader: dead letters in their place
                     batch = sorted(self._oversized(reader.oversized) + batch, key=lambda r: r[0])
                     reader.oversized.clear()

@@ -15,8 +15,9 @@ from tickets.ledger import Ledger
 class LedgerConsumer:
     """Hands each alert change to the ledger, in order; its position is kept in the database.
 
-    The ledger's handling is idempotent (an alert attached once, a trigger set once), so the
-    changes after the stored position may come again after a crash without harm.
+    The ledger's handling is idempotent (an alert attached once, a trigger set once, a
+    clearing recorded once), and the position is stored after each change that may have
+    written, so at most that one comes again after a crash, without harm.
     """
 
     name = "ledger"
@@ -36,9 +37,17 @@ class LedgerConsumer:
         try:
             for event in events:
                 if event.kind == ALERT:
-                    self._ledger.on_alert(AlertChange.model_validate_json(event.data))
-                done = event.position
+                    change = AlertChange.model_validate_json(event.data)
+                    if self._ledger.concerns(change):
+                        self._ledger.on_alert(change)
+                        done = event.position
+                        self._save(done)
+                        continue
+                done = event.position  # nothing for the ledger
         finally:
-            if done != self.position:
-                self._checkpoints.save(self.name, done)
-                self.position = done
+            self._save(done)  # what was done; a failed event comes again
+
+    def _save(self, position: int) -> None:
+        if position != self.position:
+            self._checkpoints.save(self.name, position)
+            self.position = position

@@ -39,6 +39,8 @@ InstitutionLookup = Callable[[str], Institution | None]
 # Alert changes that mean "the condition is there".
 _PRESENT = frozenset({AlertAction.RAISED, AlertAction.REACTIVATED, AlertAction.SEVERITY})
 _HOLDS = frozenset({AlertState.ACTIVE.value, AlertState.ACKNOWLEDGED.value})
+# The steps that put an alert on a ticket: after one of them, its clearing is still to come.
+_SENSED_FIRST = frozenset({TicketAction.OPENED.value, TicketAction.ATTACHED.value})
 _UNTOUCHED = frozenset({TicketStatus.OPEN, TicketStatus.ASSIGNED})  # nobody worked on it yet
 UNASSIGNED = "未指定"
 
@@ -64,6 +66,13 @@ class Ledger:
         return self._clock.now()
 
     # ------------------------------------------------------------------ from alerts
+
+    def concerns(self, change: AlertChange) -> bool:
+        """Whether the ledger does anything with this change (a rule for its kind, not a
+        repeat)."""
+        return change.action is not AlertAction.REPEATED and (
+            self.policy.rule(change.alert.kind) is not None
+        )
 
     def on_alert(self, change: AlertChange) -> None:
         """One alert change from the event log, in order; again after a crash is harmless."""
@@ -171,39 +180,42 @@ class Ledger:
         return institution.name, person.name, person.phone
 
     def _condition_gone(self, alert_id: str, kind: str, rule: Rule) -> None:
+        """The alert's condition went away: recorded on its ticket, once (a change read again
+        from the event log after a crash finds its step there and does nothing)."""
         ticket_id = self.store.ticket_of_alert(alert_id)
         ticket = self.store.get(ticket_id) if ticket_id else None
         if ticket is None or not ticket.is_open:
             return
+        if self.store.last_step_about(ticket.id, alert_id) not in _SENSED_FIRST:
+            return  # its clearing is recorded already
         now = self._clock.now()
         evidence = [Evidence(name=f"alert {alert_id}: condition cleared at {now.isoformat()}")]
         note = f"传感器显示已恢复 / the sensor shows the condition cleared ({kind})"
+        said: dict[str, Any] = {"note": note, "evidence": evidence, "alert_id": alert_id}
         others = [a for a in ticket.alert_ids if a != alert_id]
         still = any(state in _HOLDS for state in self.store.alert_states(others).values())
         if still or ticket.status not in _UNTOUCHED or rule.when_cleared == "keep":
-            self._change(
-                ticket.id,
-                lambda t: step(t, TicketAction.CLEARED, SYSTEM, now, note=note, evidence=evidence),
-            )
+            self._change(ticket.id, lambda t: step(t, TicketAction.CLEARED, SYSTEM, now, **said))
             return
-        # Nobody has worked on it: the system walks the loop as far as the policy lets it.
+        # Nobody has worked on it: the system walks the loop as far as the policy lets it,
+        # in one transaction (a crash half-way would leave it neither open nor done).
         walk = [TicketAction.ASSIGNED, TicketAction.STARTED, TicketAction.RECTIFIED]
         if rule.when_cleared == "close":
             walk.append(TicketAction.VERIFIED)
-        for action in walk[1:] if ticket.status is TicketStatus.ASSIGNED else walk:
-            extra: dict[str, Any] = {}
-            if action is TicketAction.RECTIFIED:
-                extra["measures"] = ticket.measures or "传感器恢复正常 / condition cleared"
 
-            def walk_on(
-                t: Ticket, action: TicketAction = action, extra: dict[str, Any] = extra
-            ) -> TicketChange:
-                return step(t, action, SYSTEM, now, note=note, evidence=evidence, **extra)
+        def walked(t: Ticket) -> list[TicketChange]:
+            if t.status not in _UNTOUCHED:  # a person took it up meanwhile: theirs now
+                return []
+            made: list[TicketChange] = []
+            for action in walk[1:] if t.status is TicketStatus.ASSIGNED else walk:
+                extra: dict[str, Any] = {}
+                if action is TicketAction.RECTIFIED:
+                    extra["measures"] = t.measures or "传感器恢复正常 / condition cleared"
+                made.append(step(t, action, SYSTEM, now, **said, **extra))
+                t = made[-1].ticket
+            return made
 
-            try:
-                self._change(ticket.id, walk_on)
-            except InvalidTransitionError:  # a person took it up meanwhile: theirs now
-                return
+        self.store.change_many(ticket.id, walked)
 
     # ------------------------------------------------------------------ the clock
 

@@ -48,7 +48,7 @@ class TicketPoints(Checkpointed):
             if event.kind == TICKET:
                 body = event.body()
                 ticket = Ticket.model_validate(body["ticket"])
-                points.append(self._stamper.stamp(ticket_point(body["action"], ticket)))
+                points.append(ticket_point(body["action"], ticket))
         if points:
-            self._sink.write(points)
+            self._stamper.batch(points, self._sink.write)
         self._save(events[-1].position)

@@ -5,7 +5,8 @@ appends the waiting rows to the log and deletes them. Woken after every change i
 process, and every second for those of another process on the same database.
 
 A crash between the append and the delete would append them again: at start (`recover`),
-rows whose event is in the log already are deleted instead, so each change is in the log once.
+and after a round that failed (the delete or the commit refused), rows whose event is in the
+log already are deleted instead, so each change is in the log once.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class TicketRelay:
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.relayed = 0
+        self._unsure = False  # a round failed: its rows may be in the log already
 
     def wake(self) -> None:
         """A change was committed (any thread): relay soon."""
@@ -79,15 +81,21 @@ class TicketRelay:
         The rows are locked while they are appended (PostgreSQL: another process skips them),
         then deleted. A crash after the append and before the commit appends them again.
         """
+        if self._unsure:  # the last round failed after its append, perhaps: settle it first
+            self.recover()
+            self._unsure = False
         query = select(ticket_outbox).order_by(ticket_outbox.c.id).limit(limit)
+        self._unsure = True
         with self._engine.begin() as connection:
             rows = connection.execute(query.with_for_update(skip_locked=True)).mappings().all()
             if not rows:
+                self._unsure = False
                 return 0
             self._events.append([_event(row) for row in rows])
             connection.execute(
                 delete(ticket_outbox).where(ticket_outbox.c.id.in_([row["id"] for row in rows]))
             )
+        self._unsure = False
         self.relayed += len(rows)
         return len(rows)
 

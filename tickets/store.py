@@ -181,6 +181,46 @@ class TicketStore:
         self.after_commit()
         return change
 
+    def change_many(
+        self, ticket_id: str, make: Callable[[Ticket], list[TicketChange]]
+    ) -> list[TicketChange]:
+        """Several steps on one ticket in one transaction (all or none), under its row lock."""
+        with self.engine.begin() as connection:
+            found = (
+                connection.execute(
+                    select(tickets).where(tickets.c.id == ticket_id).with_for_update()
+                )
+                .mappings()
+                .first()
+            )
+            if found is None:
+                raise NotFoundError(f"no ticket {ticket_id!r}")
+            ticket = _ticket(found, self._alert_ids(connection, [ticket_id])[ticket_id])
+            changes = make(ticket)
+            if changes:
+                connection.execute(
+                    update(tickets)
+                    .where(tickets.c.id == ticket_id)
+                    .values(_row(changes[-1].ticket))
+                )
+                for change in changes:
+                    self._record(connection, change)
+        if changes:
+            self.after_commit()
+        return changes
+
+    def last_step_about(self, ticket_id: str, alert_id: str) -> str | None:
+        """The action of the newest audit line of the ticket that names the alert."""
+        query = (
+            select(ticket_events.c.action)
+            .where(ticket_events.c.ticket_id == ticket_id, ticket_events.c.alert_id == alert_id)
+            .order_by(ticket_events.c.id.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as connection:
+            value: str | None = connection.execute(query).scalar()
+            return value
+
     def _record(self, connection: Connection, change: TicketChange) -> None:
         """The audit line, and the event for the log (in the caller's transaction)."""
         done = connection.execute(

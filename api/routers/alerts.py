@@ -7,7 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 
 from alerts.stage import AlertStage
-from api.deps import ContextDep, CurrentUser, NeedsDatabase, narrow, require, scope
+from api.deps import (
+    ContextDep,
+    CurrentUser,
+    NeedsDatabase,
+    narrow,
+    require,
+    require_database,
+    scope,
+)
 from api.schemas import AlertAct, AlertDetail, HistoryPublic
 from core.alerting import Alert, AlertKind, AlertState
 from core.errors import InvalidTransitionError, NotFoundError
@@ -105,7 +113,11 @@ def _act(
     context: ContextDep, alert_id: str, user: User, body: AlertAct | None, *, resolve: bool
 ) -> Alert:
     engine = _stage(context).engine
-    _visible(context, user, engine.get(alert_id), alert_id)
+    alert = engine.open_alert(alert_id)  # on the board: no database needed
+    if alert is None:  # resolved, or no such alert: the database says which
+        require_database(context, user)
+        alert = engine.get(alert_id)
+    _visible(context, user, alert, alert_id)
     require(user.may_acknowledge, f"a {user.role} user cannot acknowledge or resolve alerts")
     note = body.note if body else None
     try:
@@ -116,7 +128,9 @@ def _act(
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except InvalidTransitionError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    except OSError as exc:  # the event log cannot be written: nothing was recorded
+    except OSError as exc:  # the event log cannot be written (yet): the change waits in memory
         raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, f"the change could not be recorded: {exc}"
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"the change is made but not yet durable (the event log cannot be written: {exc}); "
+            "it is written as soon as the disk takes writes again",
         ) from None

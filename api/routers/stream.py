@@ -9,6 +9,7 @@ as the log still holds it (the retention, docs/configuration.md); if not, it fir
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -26,6 +27,7 @@ RETRY_MS = 2000  # browsers reconnect after this, sending Last-Event-ID to resum
 BATCH = 200
 KEEPALIVE_S = 15.0  # a comment now and then: proxies and browsers keep the connection open
 WAIT_S = 1.0  # how often a quiet stream looks whether the service is shutting down
+_POSITION = re.compile(r"[0-9]{1,19}")  # ASCII digits, a 64-bit position at most
 
 
 @router.get("/stream", response_class=EventSourceResponse)
@@ -58,6 +60,11 @@ async def stream(
                         yield ServerSentEvent(comment="keep-alive")
                 continue
             quiet = 0.0
+            if cursor.gap is not None:  # pruned while this client read its backlog
+                first, last = cursor.gap
+                cursor.gap = None
+                body = {"first": last + 1, "head": events.head, "last_event_id": first - 1}
+                yield ServerSentEvent(raw_data=orjson.dumps(body).decode(), event="reset")
             for event in batch:
                 if mine is None or event.institution in mine:
                     yield ServerSentEvent(
@@ -70,7 +77,7 @@ async def stream(
 def _start(events: EventLog, last_event_id: str | None) -> tuple[int, ServerSentEvent | None]:
     """Where to begin: after the client's last event, or now; a reset if that is gone."""
     head = events.head
-    if not last_event_id or not last_event_id.isdigit():
+    if not last_event_id or not _POSITION.fullmatch(last_event_id):
         return head, None
     last = int(last_event_id)
     if last > head or last + 1 < events.first:

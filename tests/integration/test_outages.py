@@ -116,6 +116,12 @@ def test_alarms_reach_the_stream_and_the_webhook_while_the_database_is_away(
     assert [h["action"] for h in history][:1] == ["raised"]
     raised = _deliveries(receiver, "raised", "alert")
     assert len(raised) == len(devices) and set(raised.values()) == {1}, "each once"
+    delivered = sorted(
+        body["alert"]["device"]
+        for _, _, body in list(receiver.received)
+        if "alert" in body and body["action"] == "raised"
+    )
+    assert delivered == devices, "one delivery per alarm, under one id each"
     wait_until(
         lambda: len(_deliveries(receiver, "opened", "ticket")) == len(devices),
         timeout=30,
@@ -123,13 +129,13 @@ def test_alarms_reach_the_stream_and_the_webhook_while_the_database_is_away(
     )
     alarms = [b for _, e, b in site.stream.events if e == "alert" and b["action"] == "raised"]
     assert len(alarms) == len(devices), "each alarm on the stream once"
-    ready = site.service.api("GET", "/readyz").json()
     wait_until(
         lambda: site.service.api("GET", "/readyz").json()["status"] == "ok",
         timeout=30,
         what="the service to be ok again",
     )
-    assert ready["ready"]
+    ready = site.service.api("GET", "/readyz").json()
+    assert ready["ready"] and ready["checks"]["database"], ready
 
 
 def _tickets(site: Site) -> list[dict[str, Any]]:

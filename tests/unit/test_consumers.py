@@ -140,3 +140,35 @@ async def test_a_consumer_beyond_a_replaced_log_goes_on_from_its_head(
         await until(lambda: consumer.position == 3)
     assert consumer.seen == [3], "what comes after, not a skip of the next 38 events"
     assert "beyond the event log's head" in caplog.text
+
+
+async def test_a_damaged_record_is_reported_not_spun_on(tmp_path: Path) -> None:
+    log = JournalEventLog(tmp_path, segment_bytes=300, fsync=False)
+    for n in range(1, 31):
+        log.append([event(n)])
+    log.close()
+    first = sorted((tmp_path / "journal").glob("*.wal"))[0]
+    data = bytearray(first.read_bytes())
+    data[-3] ^= 0xFF  # the last record of the first segment: not the tail, not cut on reopen
+    first.write_bytes(bytes(data))
+    damaged = JournalEventLog(tmp_path, segment_bytes=300, fsync=False)
+    consumer, component = Recorder(), Component("recorder")
+    async with feeding(damaged, consumer, component):
+        await until(lambda: component.state()[0] is State.FAILED)
+    _, reason = component.state()
+    assert reason is not None and "cannot be read after position" in reason
+    assert consumer.position < 30, "it stopped at the damage, and says so"
+
+
+def test_retrying_a_failure_of_its_own_for_ever_is_stuck_not_degraded() -> None:
+    clock = [100.0]
+    component = Component("recorder", clock=lambda: clock[0], backlog=lambda: 3)
+    component.failing("ValueError: a bug in a consumer")
+    assert component.state()[0] is State.DEGRADED, "for a while it may be a passing failure"
+    clock[0] += 31
+    state, reason = component.state()
+    assert state is State.STUCK and reason is not None and "a bug" in reason
+    outside = Component("webhook", clock=lambda: clock[0], backlog=lambda: 3, depends_on="x")
+    outside.failing("HTTP 503")
+    clock[0] += 31
+    assert outside.state()[0] is State.DEGRADED, "an outside system's outage only degrades"

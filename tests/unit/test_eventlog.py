@@ -166,3 +166,17 @@ async def test_many_waiters_are_all_woken(tmp_path: Path) -> None:
     await asyncio.sleep(0.01)
     await asyncio.to_thread(log.append, [event(1)])
     assert await asyncio.gather(*waiters) == [True] * 20
+
+
+def test_over_the_hard_cap_only_the_essential_consumers_hold_events(tmp_path: Path) -> None:
+    log = JournalEventLog(tmp_path, retention_s=0, max_bytes=2000, segment_bytes=500)
+    for n in range(1, 201):
+        log.append([event(n)])
+    log.note("alerts-sql", 200)
+    log.note("webhook:dead", 3)  # down for weeks
+    assert log.prune(["alerts-sql", "webhook:dead"]) <= 4, "without a hard cap it holds on"
+    first = log.prune(["alerts-sql", "webhook:dead"], essential=["alerts-sql"])
+    assert first > 150, "the essential consumer has them all: the dead output's are dropped"
+    cursor = log.cursor(3)  # the dead output comes back
+    batch = cursor.next_batch(5)
+    assert batch[0].position == first and cursor.gap == (4, first - 1), "and hears of the gap"

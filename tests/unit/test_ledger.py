@@ -439,3 +439,60 @@ def test_changes_appended_before_a_crash_are_not_appended_again(desk: Desk, tmp_
     actions = [e.body()["action"] for e in log.cursor(0).next_batch(10) if e.kind == "ticket"]
     assert actions == ["opened", "assigned"], "each once"
     assert relay.recover() == 0
+
+
+def test_a_relay_round_that_failed_after_its_append_is_not_appended_again(
+    desk: Desk, tmp_path: Path
+) -> None:
+    log = JournalEventLog(tmp_path / "events", fsync=False)
+    relay = TicketRelay(desk.store.engine, log)
+    desk.tell(desk.alert(AlertKind.TAMPER))
+
+    class Refusing(JournalEventLog):
+        def append(self, events: Any) -> int:
+            log.append(events)  # appended ...
+            raise OSError("... and then the commit is refused")
+
+    failing = TicketRelay(desk.store.engine, Refusing(tmp_path / "other", fsync=False))
+    with pytest.raises(OSError):
+        failing.relay()
+    assert len(desk.store.pending_events()) == 1, "the row stays: it may not be in the log"
+    relay._unsure = failing._unsure  # the same relay, next round
+    assert relay.relay() == 0, "the row's event is in the log already: deleted, not appended"
+    assert desk.store.pending_events() == []
+    actions = [e.body()["action"] for e in log.cursor(0).next_batch(10)]
+    assert actions == ["opened"], "once"
+
+
+def test_a_failed_alert_change_is_handled_again_and_a_replay_changes_nothing(
+    desk: Desk, tmp_path: Path
+) -> None:
+    battery = desk.alert(AlertKind.LOW_BATTERY, severity=Severity.MINOR)
+    now = desk.clock.now()
+    raised = AlertChange(alert=battery, action=AlertAction.RAISED, at=now)
+    cleared_alert = battery.model_copy(update={"state": AlertState.CLEARED})
+    cleared = AlertChange(alert=cleared_alert, action=AlertAction.CLEARED, at=now)
+    log = _log_of(desk, tmp_path, [raised, cleared])
+    consumer = LedgerConsumer(desk.ledger, desk.store.engine)
+    consumer.load()
+    real = desk.ledger.on_alert
+    calls: list[AlertAction] = []
+
+    def flaky(change: AlertChange) -> None:
+        calls.append(change.action)
+        if change.action is AlertAction.CLEARED and len(calls) == 2:
+            raise OSError("the database went away")
+        real(change)
+
+    desk.ledger.on_alert = flaky  # type: ignore[method-assign]
+    events = log.cursor(0).next_batch(10)
+    with pytest.raises(OSError):
+        consumer.handle(events)
+    assert consumer.position == 1, "the raise is done, the clearing is not"
+    consumer.handle(events[1:])
+    assert consumer.position == 2
+    trail = [a for a, _, _ in desk.trail(desk.one())]
+    consumer.handle(events)  # read once more (a crash before the position was stored)
+    desk.ledger.on_alert = real  # type: ignore[method-assign]
+    assert [a for a, _, _ in desk.trail(desk.one())] == trail, "nothing twice"
+    assert desk.one().status is S.CLOSED and trail.count("verified") == 1

@@ -348,7 +348,7 @@ def test_ticket_changes_go_to_the_webhooks_that_should_hear_of_them() -> None:
     assert [ticket_told(h, opened) for h in (duty, town, far)] == [True, False, False]
     message = ticket_message(opened, institutions)
     assert message is not None and message.body["institution"]["name"] == "阳光养老院"
-    assert "notify" not in message.body and "event_id" not in message.body
+    assert "notify" not in message.body and message.body["event_id"] == 7, "tells a repeat"
     escalated = ticket_change("escalated", escalation_level=2)
     assert [ticket_told(h, escalated) for h in (duty, town, far)] == [True, True, False]
     assert not ticket_told(duty, ticket_change(severity="minor")), "below the hook's minimum"
@@ -363,3 +363,27 @@ def test_a_ticket_reads_in_chinese_and_mentions_the_principal_once_escalated() -
     assert text.splitlines()[0] == "【重大事故隐患】隐患工单 · 逾期升级"
     assert "整改责任:阳光养老院 李四" in text and "督办级别:区民政局挂牌督办" in text
     assert body["text"]["mentioned_mobile_list"] == ["13800000001"]
+
+
+def test_a_batch_written_again_after_a_failure_is_the_same_points(log: JournalEventLog) -> None:
+    class Flaky(Sink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fail = True
+
+        def write(self, points: Any) -> None:
+            super().write(points)  # the store took them, but the answer was lost
+            if self.fail:
+                self.fail = False
+                raise ConnectionError("timed out")
+
+    sink = Flaky()
+    output = InfluxAlertOutput(sink, log, log.checkpoints)
+    output.load()
+    log.append([to_event("gas-1", change()), to_event("gas-1", change(AlertAction.CONFIRMED))])
+    batch = log.cursor(0).next_batch(10)
+    with pytest.raises(ConnectionError):
+        output.handle(batch)
+    output.handle(batch)
+    first_try, second_try = sink.points[:2], sink.points[2:]
+    assert first_try == second_try, "the same times: the store keeps each point once"

@@ -42,3 +42,9 @@ def test_a_client_whose_events_were_pruned_or_never_existed_gets_a_reset(
     assert orjson.loads(str(reset.raw_data)) == {"first": first, "head": 40, "last_event_id": 1}
     start, reset = _start(log, "99")  # a log that was replaced: ids of another one
     assert start == 40 and reset is not None
+
+
+def test_a_last_event_id_that_is_no_position_starts_at_the_head(tmp_path: Path) -> None:
+    log = _log(tmp_path, 3)
+    for bad in ("²", "1" * 5000, "-1", "1.5", " 2", "0x2"):
+        assert _start(log, bad) == (3, None), bad

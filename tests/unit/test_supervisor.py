@@ -82,22 +82,33 @@ async def test_a_task_that_keeps_crashing_stops_the_service() -> None:
     assert crashes(registry, "broken") == supervisor_module.CRASHES_ALLOWED + 1
 
 
-async def test_a_task_may_end_by_itself_only_while_the_service_stops() -> None:
+async def test_a_task_that_returns_while_the_service_runs_has_failed() -> None:
     supervisor = Supervisor(Health(), CollectorRegistry(), restart_s=QUICK)
-    until = asyncio.Event()
+    supervisor.add("returns", lambda _c: asyncio.sleep(0), fatal=True)
+    with pytest.raises(TaskFailedError, match="returns failed: RuntimeError: the task returned"):
+        await asyncio.wait_for(supervisor.run(asyncio.Event()), 5)
+
+
+async def test_a_task_may_end_by_itself_while_the_service_drains() -> None:
+    health = Health()
+    supervisor = Supervisor(health, CollectorRegistry(), restart_s=QUICK)
+    until, drain = asyncio.Event(), asyncio.Event()
     ended: list[str] = []
 
     async def drains(component: Component) -> None:
-        await until.wait()
+        await drain.wait()
         ended.append("drained")
 
-    supervisor.add("drains", drains)
-    supervisor.add("returns", lambda _c: asyncio.sleep(0), fatal=True)
-    with pytest.raises(TaskFailedError, match="returned"):
-        await asyncio.wait_for(supervisor.run(until), 5)
-    supervisor = Supervisor(Health(), CollectorRegistry(), restart_s=QUICK)
-    supervisor.add("drains", drains)
+    supervisor.add("drains", drains, fatal=True)
+    running = asyncio.create_task(supervisor.run(until))
+    await asyncio.sleep(0.01)
+    supervisor.stopping = True  # as the shutdown does before it drains
+    drain.set()
+    await asyncio.sleep(0.01)
+    assert ended == ["drained"] and not running.done(), "ended quietly, the rest runs on"
+    component = health.get("drains")
+    assert component is not None and component.crashes == 0
     until.set()
-    await asyncio.wait_for(supervisor.run(until), 5)
+    await asyncio.wait_for(running, 5)
     with pytest.raises(ValueError, match="already"):
         supervisor.add("drains", drains)
