@@ -38,7 +38,12 @@ MAX_RECORD = (4 << 20) - HEADER.size
 
 
 class JournalFullError(OSError):
-    """The journal has reached its size cap: nothing more is taken until it is drained."""
+    """The journal has reached its size cap: nothing more is taken until it is drained.
+
+    Once full, a journal takes nothing, however small, until an eighth of its cap is free
+    again: the writer stops acknowledging crisply instead of letting a trickle of small groups
+    through, and does not wake to every record handed on.
+    """
 
     def __init__(self, directory: Path, cap: int) -> None:
         super().__init__(errno.ENOSPC, f"journal {directory} is full ({cap >> 20} MiB cap)")
@@ -114,6 +119,14 @@ class Journal:
             segment_bytes = min(segment_bytes, max(1 << 20, max_bytes // 8))
         self._segment_bytes = segment_bytes
         self._max_bytes = max_bytes
+        # Free room needed after the cap was hit before anything is taken again; never so much
+        # that the active segment alone (which is never dropped) could keep the journal full.
+        self._headroom = (
+            0
+            if max_bytes is None
+            else max(0, min(max_bytes // 8, (max_bytes - segment_bytes) // 2))
+        )
+        self._full = False
         self._fsync = fsync
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -207,10 +220,13 @@ class Journal:
             chunks.append(HEADER.pack(len(body), zlib.crc32(body), lsn))
             chunks.append(body)
         data = b"".join(chunks)
-        if self._max_bytes is not None and self._total + len(data) > self._max_bytes:
-            self._total = self.size_bytes()  # another process may have dropped segments
-            if self._total + len(data) > self._max_bytes:
-                raise JournalFullError(self.directory, self._max_bytes)
+        if self._max_bytes is not None:
+            limit = self._max_bytes - (self._headroom if self._full else 0)
+            if self._full or self._total + len(data) > limit:
+                self._total = self.size_bytes()  # another process may have dropped segments
+                self._full = self._total + len(data) > limit
+                if self._full:
+                    raise JournalFullError(self.directory, self._max_bytes)
         if self._size and self._size + len(data) > self._segment_bytes:
             self._rotate(self._committed + 1)
         try:

@@ -174,8 +174,26 @@ def test_a_full_journal_refuses_until_it_is_drained(tmp_path: Path) -> None:
             taken += 1
     assert 10 <= taken <= 20
     assert journal.error is not None and "full" in journal.error
+    with pytest.raises(JournalFullError):  # once full, not even a small record slips in
+        journal.append([b"s"])
     journal.set_checkpoint(journal.committed_lsn)  # handed on: segments behind it go
     assert journal.append([b"r" * 200]) == taken + 1
+    assert journal.error is None
+
+
+def test_a_full_journal_takes_again_only_with_room_to_spare(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, segment_bytes=1024, max_bytes=8192)
+    with pytest.raises(JournalFullError):
+        while True:
+            journal.append([b"r" * 200])
+    size = journal.size_bytes()
+    assert size > 8192 - 250, "it filled up to the cap"
+    (tmp_path / "spare").write_bytes(b"")  # nothing freed: still refused
+    with pytest.raises(JournalFullError):
+        journal.append([b"s"])
+    journal.set_checkpoint(journal.segments()[1] - 1)  # the oldest segment (~1 KiB) handed on
+    assert journal.size_bytes() <= size - 800
+    assert journal.append([b"s"]) == journal.committed_lsn, "an eighth of the cap is free again"
 
 
 def test_the_directory_is_synced_when_a_segment_is_created(
