@@ -45,7 +45,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.ingest_throughput import message
 from bench.loadgen import publish_fast
-from bench.machine import describe
+from bench.machine import cpu_share_printed, describe
 from core.settings import parse_mqtt_url
 from tests.integration.service_process import ServiceProcess, StreamReader
 from tests.servers import InfluxDB1, Mosquitto, Postgres
@@ -241,7 +241,7 @@ def main() -> None:
     if args.hung and args.database != "postgres":
         parser.error("--hung needs --database postgres")
     print(describe())
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, cpu_share_printed():
         work = Path(tmp)
         broker = Mosquitto(work / "mosquitto").start()
         influx = InfluxDB1(work / "influx").start()

@@ -37,7 +37,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bench.loadgen import publish_fast, publish_fast_in_process
-from bench.machine import describe
+from bench.machine import cpu_share_printed, describe
 from bench.peers import NodeRed, aiomqtt_drain, count_points, drain_rate, nodered
 from core.db import make_engine, session_factory, upgrade
 from core.registry.directory import DeviceDirectory
@@ -216,7 +216,7 @@ def main() -> None:
     parser.add_argument("--no-peer", action="store_true", help="skip Node-RED")
     args = parser.parse_args()
     print(describe())
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, cpu_share_printed():
         work = Path(tmp)
         broker = Mosquitto(work / "mosquitto").start()
         influx = InfluxDB1(work / "influx").start()
