@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from core.alerting import Alert, AlertAction, AlertState, Severity
 from core.registry.models import Device
@@ -131,8 +131,13 @@ class TicketCreate(BaseModel):
     responsible_phone: str | None = Field(default=None, max_length=40)
     measures: str = Field(default="", max_length=5000)
     verification_required: bool = True
-    found_at: datetime | None = Field(default=None, description="default: now")
-    due_at: datetime = Field(description="rectification deadline (整改时限)")
+    found_at: AwareDatetime | None = Field(
+        default=None, description="default: now; with its UTC offset, not in the future"
+    )
+    due_at: AwareDatetime = Field(
+        description="rectification deadline (整改时限), with its UTC offset; after found_at and "
+        "within the policy's longest deadline"
+    )
     note: str | None = Field(default=None, max_length=5000)
     evidence: list[EvidenceLink] = Field(default_factory=list, max_length=20)
 

@@ -27,3 +27,7 @@ class NotFoundError(HazardwatchError):
 
 class InvalidTransitionError(HazardwatchError):
     """A state change that the lifecycle does not allow, e.g. acknowledging twice."""
+
+
+class InvalidInputError(HazardwatchError):
+    """A value that is well formed but not allowed here, e.g. a deadline years ahead."""

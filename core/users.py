@@ -11,6 +11,8 @@ token of the settings (contract section 4) stays valid as the user `admin`.
 | town_office (乡镇街道民政所) | the institutions of its towns | ticket steps |
 | institution (机构负责人) | its institutions | acknowledge alerts; ticket steps |
 | contractor (维保单位) | its institutions | ticket steps |
+
+Which fields and steps of a ticket each role may set or take: api/permissions.py.
 """
 
 from __future__ import annotations

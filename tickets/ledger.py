@@ -16,7 +16,7 @@ from typing import Any
 
 from core.alerting import SYSTEM, Alert, AlertAction, AlertChange, AlertState, Severity, new_id
 from core.clock import Clock, SystemClock
-from core.errors import InvalidTransitionError, NotFoundError
+from core.errors import InvalidInputError, InvalidTransitionError, NotFoundError
 from core.registry.models import Institution
 from tickets.lifecycle import step
 from tickets.models import (
@@ -277,8 +277,13 @@ class Ledger:
         note: str | None = None,
         evidence: list[Evidence] | None = None,
     ) -> Ticket:
-        """A ticket from another channel (self-inspection, supervision, public report)."""
+        """A ticket from another channel (self-inspection, supervision, public report).
+
+        InvalidInputError if its times are outside the policy's bounds (`reported`).
+        """
         now = self._clock.now()
+        found_at = found_at or now
+        self._check_times(now, found_at, due_at)
         institution_row = self._institutions(institution)
         if institution_row is None:
             raise NotFoundError(f"no institution {institution!r}")
@@ -299,7 +304,7 @@ class Ledger:
             responsible_phone=responsible_phone or (person.phone if person else None),
             measures=measures,
             verification_required=verification_required,
-            found_at=found_at or now,
+            found_at=found_at,
             due_at=due_at,
             created_at=now,
             updated_at=now,
@@ -322,6 +327,23 @@ class Ledger:
                     f"device {device} has an open {category} ticket already"
                 ) from None
         return ticket
+
+    def _check_times(self, now: datetime, found_at: datetime, due_at: datetime) -> None:
+        bounds = self.policy.reported
+        if found_at > now + bounds.clock_skew:
+            raise InvalidInputError(f"found_at {found_at.isoformat()} is in the future")
+        if found_at < now - bounds.oldest_found:
+            raise InvalidInputError(
+                f"found_at {found_at.isoformat()} is more than {bounds.oldest_found.days} days "
+                "back: a hazard is reported when it is found"
+            )
+        if due_at <= found_at:
+            raise InvalidInputError("due_at must come after found_at")
+        if due_at > now + bounds.longest_deadline:
+            raise InvalidInputError(
+                f"due_at may be at most {bounds.longest_deadline.days} days ahead "
+                "(the policy's longest deadline)"
+            )
 
     def act(
         self,

@@ -7,7 +7,9 @@ A YAML file (the shipped defaults are `tickets/policy.yaml`) with three parts:
   has worked on the ticket, and an optional route;
 - `routes`: responsible units other than the institution itself (e.g. the maintenance
   contractor for device faults);
-- `escalation`: how far past its deadline an open ticket moves up each level.
+- `escalation`: how far past its deadline an open ticket moves up each level;
+- `reported`: bounds for tickets people report (the deadline they may set, how far back a
+  hazard may be dated).
 
 Durations are written `90s`, `30m`, `72h`, `7d` (or a number of seconds).
 """
@@ -85,6 +87,22 @@ class Step(BaseModel):
     level: int = Field(ge=1, le=MAX_ESCALATION_LEVEL)
 
 
+class Reported(BaseModel):
+    """Bounds for a ticket a person reports: a tenant must not set its own hazard a deadline
+    years ahead, or date it back into a month already reported."""
+
+    model_config = _STRICT
+    longest_deadline: Duration = Field(
+        default=timedelta(days=180), description="the deadline at most this long after now"
+    )
+    oldest_found: Duration = Field(
+        default=timedelta(days=31), description="found at most this long before it is reported"
+    )
+    clock_skew: Duration = Field(
+        default=timedelta(minutes=5), description="a time this far ahead still counts as now"
+    )
+
+
 class Policy(BaseModel):
     """The whole policy file."""
 
@@ -92,12 +110,15 @@ class Policy(BaseModel):
     rules: dict[AlertKind, Rule] = Field(default_factory=dict)
     routes: dict[str, Route] = Field(default_factory=dict)
     escalation: list[Step] = Field(default_factory=list)
+    reported: Reported = Field(default_factory=Reported)
 
     @model_validator(mode="after")
     def _check(self) -> Policy:
         for kind, rule in self.rules.items():
             if rule.route is not None and rule.route not in self.routes:
                 raise ValueError(f"rules.{kind}: route {rule.route!r} is not in routes")
+            if rule.major_hazard and not rule.verification:
+                raise ValueError(f"rules.{kind}: a major hazard is always verified on site")
         levels = [step.level for step in self.escalation]
         if levels != sorted(set(levels)):
             raise ValueError("escalation: levels must go up one step at a time, each once")

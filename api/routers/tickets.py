@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Query, Response, UploadFile, status
 from fastapi.responses import FileResponse
+from pydantic import AwareDatetime
 
 from api.deps import ContextDep, CurrentUser, NeedsDatabase, narrow, require, scope
+from api.permissions import may_report, may_take, may_waive_verification
 from api.schemas import (
     EvidenceLink,
     TicketAssign,
@@ -17,7 +18,7 @@ from api.schemas import (
     TicketRectified,
     TicketStep,
 )
-from core.errors import InvalidTransitionError, NotFoundError
+from core.errors import InvalidInputError, InvalidTransitionError, NotFoundError
 from core.users import User
 from tickets.attachments import AttachmentQuotaError, AttachmentTooLargeError
 from tickets.ledger import Ledger
@@ -51,8 +52,8 @@ def list_tickets(
     category: str | None = None,
     device: str | None = None,
     overdue: Annotated[bool, Query(description="only open tickets past their deadline")] = False,
-    found_from: datetime | None = None,
-    found_before: datetime | None = None,
+    found_from: AwareDatetime | None = None,
+    found_before: AwareDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[Ticket]:
@@ -84,21 +85,33 @@ def get_ticket(ticket_id: str, context: ContextDep, user: CurrentUser) -> Ticket
 def create_ticket(body: TicketCreate, context: ContextDep, user: CurrentUser) -> Ticket:
     """A hazard found by self-inspection, supervisory inspection or a verified public report."""
     ledger = _stage(context).ledger
-    require(user.may_act, f"a {user.role} user cannot report hazards")
+    source = TicketSource(body.source)
+    _refuse_if(may_report(user, source))
     visible = scope(context, user)
     require(
         visible is None or body.institution in visible,
         f"{user.name} may not report for institution {body.institution!r}",
     )
+    if not body.verification_required:
+        _refuse_if(may_waive_verification(user))
+        if body.major_hazard:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                "a major hazard is always verified on site: verification_required must be true",
+            )
+    if body.device is not None:  # every object named is checked, not only the institution
+        device = context.registry.device(body.device)
+        if device is None or device.institution != body.institution:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"no device {body.device!r} in institution {body.institution!r}",
+            )
     fields = body.model_dump(exclude={"source", "evidence"})
     try:
         return ledger.create(
-            actor=user.name,
-            source=TicketSource(body.source),
-            evidence=_evidence(body.evidence, {}),
-            **fields,
+            actor=user.name, source=source, evidence=_evidence(body.evidence, {}), **fields
         )
-    except NotFoundError as exc:
+    except (NotFoundError, InvalidInputError) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     except InvalidTransitionError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
@@ -174,7 +187,7 @@ def upload(
     by its `sha256`."""
     stage = _stage(context)
     ticket = _visible(context, user, stage.store.get(ticket_id), ticket_id)
-    require(user.may_act, f"a {user.role} user cannot change tickets")
+    _refuse_if(may_take(user, TicketAction.COMMENTED, ticket))
     if stage.attachments is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no attachment store")
     try:
@@ -251,6 +264,12 @@ def _evidence(links: list[EvidenceLink], uploaded: dict[str, Evidence]) -> list[
     return found
 
 
+def _refuse_if(why: str | None) -> None:
+    """403 with the reason, if there is one."""
+    if why is not None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, why)
+
+
 def _visible(context: ContextDep, user: User, ticket: Ticket | None, ticket_id: str) -> Ticket:
     """The ticket, if it exists and the user may see it (else 404: not even that it exists)."""
     visible = scope(context, user)
@@ -269,8 +288,8 @@ def _act(
 ) -> Ticket:
     stage = _stage(context)
     ledger: Ledger = stage.ledger
-    _visible(context, user, stage.store.get(ticket_id), ticket_id)
-    require(user.may_act, f"a {user.role} user cannot change tickets")
+    ticket = _visible(context, user, stage.store.get(ticket_id), ticket_id)
+    _refuse_if(may_take(user, action, ticket))
     body = body or TicketStep()
     try:
         return ledger.act(

@@ -22,7 +22,7 @@ from core.alerting import (
 )
 from core.clock import FakeClock
 from core.db import make_engine, upgrade
-from core.errors import InvalidTransitionError, NotFoundError
+from core.errors import ConfigError, InvalidInputError, InvalidTransitionError, NotFoundError
 from core.eventlog import JournalEventLog, NewEvent
 from core.registry.models import Institution, InstitutionType, Person
 from tickets.consumer import LedgerConsumer
@@ -291,8 +291,46 @@ def test_tickets_from_other_channels_take_the_same_fields(desk: Desk) -> None:
             institution="nowhere",
             category="c",
             title="t",
-            due_at=desk.clock.now(),
+            due_at=desk.clock.now() + timedelta(days=1),
         )
+
+
+@pytest.mark.parametrize(
+    ("found", "due", "message"),
+    [
+        (timedelta(minutes=10), timedelta(days=1), "in the future"),
+        (timedelta(days=-40), timedelta(days=1), "more than 31 days back"),
+        (timedelta(0), timedelta(days=181), "at most 180 days ahead"),
+        (timedelta(days=-1), timedelta(days=-2), "after found_at"),
+        (timedelta(0), timedelta(0), "after found_at"),
+    ],
+)
+def test_a_reported_hazard_keeps_to_the_policy_times(
+    desk: Desk, found: timedelta, due: timedelta, message: str
+) -> None:
+    """A tenant cannot give its own hazard a deadline years ahead or date it in the future."""
+    now = desk.clock.now()
+    with pytest.raises(InvalidInputError, match=message):
+        desk.ledger.create(
+            actor="wu",
+            source=TicketSource.SELF_INSPECTION,
+            institution="inst-1",
+            category="escape_route_blocked",
+            title="疏散通道堵塞",
+            found_at=now + found,
+            due_at=now + due,
+        )
+    assert desk.store.search(TicketQuery()) == [], "nothing stored"
+    within = desk.ledger.create(  # the bounds themselves are allowed
+        actor="wu",
+        source=TicketSource.SELF_INSPECTION,
+        institution="inst-1",
+        category="escape_route_blocked",
+        title="疏散通道堵塞",
+        found_at=now - timedelta(days=31) + timedelta(minutes=5),
+        due_at=now + timedelta(days=180),
+    )
+    assert within.due_at == now + timedelta(days=180)
 
 
 def test_steps_the_loop_does_not_allow_are_refused_and_not_stored(desk: Desk) -> None:
@@ -496,3 +534,15 @@ def test_a_failed_alert_change_is_handled_again_and_a_replay_changes_nothing(
     desk.ledger.on_alert = real  # type: ignore[method-assign]
     assert [a for a, _, _ in desk.trail(desk.one())] == trail, "nothing twice"
     assert desk.one().status is S.CLOSED and trail.count("verified") == 1
+
+
+def test_a_policy_cannot_waive_verification_of_a_major_hazard(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "rules:\n  gas_leak: {category: gas_leak, title_zh: 燃气泄漏, title_en: Gas leak,"
+        " severity: critical, major_hazard: true, deadline: 24h, verification: false}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match="a major hazard is always verified on site"):
+        load_policy(policy)
+    assert load_policy().reported.longest_deadline == timedelta(days=180), "shipped bounds"
