@@ -10,7 +10,8 @@ Months are calendar months in the centre's time zone (Asia/Shanghai by default).
   rate (rectified / found; empty when nothing was found).
 
 Both come as rows of cells (`Table`), written as CSV (UTF-8 with BOM, which Excel needs for
-Chinese) or XLSX, with Chinese or English headers.
+Chinese) or XLSX, with Chinese or English headers. Text that a spreadsheet would take for a
+formula is written with a quote before it (see `_as_text`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 from sqlalchemy import Engine, Subquery, and_, func, or_, select, union_all
@@ -35,6 +37,8 @@ from tickets.tables import ticket_events, tickets
 Lang = Literal["zh", "en"]
 Cell = str | int | float | None
 CENTRE_TZ = ZoneInfo("Asia/Shanghai")
+# A text cell starting with one of these is a formula to Excel, LibreOffice and WPS (OWASP).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 LEDGER_COLUMNS: list[tuple[str, str, str]] = [  # key, zh, en
     ("no", "序号", "No."),
@@ -127,7 +131,7 @@ class Table:
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(self.headers)
-        writer.writerows(self.rows)
+        writer.writerows([_as_text(value) for value in row] for row in self.rows)
         return ("\ufeff" + out.getvalue()).encode("utf-8")
 
     def xlsx(self) -> bytes:
@@ -149,10 +153,34 @@ class Table:
             header_cells.append(cell)
         sheet.append(header_cells)
         for row in self.rows:
-            sheet.append(row)
+            sheet.append([_xlsx_value(value) for value in row])
         out = io.BytesIO()
         book.save(out)
         return out.getvalue()
+
+
+def _as_text(value: Cell) -> Cell:
+    """Text that a spreadsheet would run as a formula, with a quote before it; anything else as
+    it is.
+
+    Titles, names, units and measures come from people and devices: `=HYPERLINK(...)` or a DDE
+    call in one would run on the desk of whoever opens the report (OWASP, "CSV Injection"). The
+    quote makes it plain text and keeps what was typed readable. Only text: a number, even a
+    negative one, is no formula and stays a number.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def _xlsx_value(value: Cell) -> Cell:
+    """`_as_text`, after the control characters XML cannot hold (openpyxl refuses them, and the
+    whole export with them) are made U+FFFD: unlike dropping them, that shows the reader that
+    something unreadable was there and does not run the words either side together.
+    """
+    if isinstance(value, str):
+        value = ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)
+    return _as_text(value)
 
 
 def _width(value: Cell) -> int:
