@@ -192,6 +192,18 @@ class EventSettings(BaseModel):
     )
 
 
+class StreamSettings(BaseModel):
+    """Live-stream connections (GET /api/v1/stream)."""
+
+    model_config = _SECTION
+    max_per_user: int = Field(
+        default=8, ge=1, le=1000, description="live streams one user may have open; more: 429"
+    )
+    max_total: int = Field(
+        default=500, ge=1, le=100_000, description="live streams open in all; more: 429"
+    )
+
+
 class DatabaseSettings(BaseModel):
     """How long the SQL database may take: a hung one must never hang the service."""
 
@@ -276,6 +288,10 @@ class Settings(BaseSettings):
     events: EventSettings = Field(
         default_factory=EventSettings,
         description="the event log ([events] in TOML, HAZARDWATCH_EVENTS__*)",
+    )
+    stream: StreamSettings = Field(
+        default_factory=StreamSettings,
+        description="live-stream limits ([stream] in TOML, HAZARDWATCH_STREAM__*)",
     )
     database: DatabaseSettings = Field(
         default_factory=DatabaseSettings,

@@ -29,6 +29,7 @@ import uvicorn
 
 from api.app import create_app
 from api.deps import ApiContext
+from api.streams import StreamSlots
 from core.db import upgrade
 from core.health import Health
 from core.settings import EMBEDDED_BROKER_PORT, MqttEndpoint, Settings
@@ -146,6 +147,7 @@ class Service:
             events=parts.events,
             health=self.health,
             database=parts.database,
+            streams=StreamSlots(self.settings.stream.max_per_user, self.settings.stream.max_total),
             readiness={
                 "broker": parts.ingest.source.connected.is_set,
                 "store": parts.ingest.sink.ping,

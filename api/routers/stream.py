@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Header, HTTPException, status
+from fastapi import APIRouter, Depends, Header, HTTPException, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from api.deps import ContextDep, CurrentUser, scope
+from api.deps import ContextDep, CurrentUser, bearer_token, scope, token_still_valid
 from core.eventlog import LogEvent
 from core.ports import EventCursor, EventLog
 
@@ -27,30 +28,51 @@ RETRY_MS = 2000  # browsers reconnect after this, sending Last-Event-ID to resum
 BATCH = 200
 KEEPALIVE_S = 15.0  # a comment now and then: proxies and browsers keep the connection open
 WAIT_S = 1.0  # how often a quiet stream looks whether the service is shutting down
+RECHECK_S = 5.0  # how often a stream checks that its token still holds (revoked: it ends)
 _POSITION = re.compile(r"[0-9]{1,19}")  # ASCII digits, a 64-bit position at most
+
+
+def _may_open(context: ContextDep, user: CurrentUser) -> EventLog:
+    """Refusals before the stream starts (a stream answers 200 at once, then streams)."""
+    if context.events is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the event log is not open")
+    refusal = context.streams.refusal(user.name)
+    if refusal is not None:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS, refusal, headers={"Retry-After": "10"}
+        )
+    return context.events
 
 
 @router.get("/stream", response_class=EventSourceResponse)
 async def stream(
     context: ContextDep,
     user: CurrentUser,
+    events: Annotated[EventLog, Depends(_may_open)],
+    token: Annotated[str | None, Depends(bearer_token)],
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Events `alert` ({action, at, actor, note, alert}) and `ticket` ({action, at, actor,
-    note, ticket, alert_id, …}); the id of each is its position in the event log."""
-    events = context.events
-    if events is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the event log is not open")
+    note, ticket, alert_id, …}); the id of each is its position in the event log. A stream
+    ends within seconds of its user being revoked; each user may have a few open at once
+    (`[stream]` settings; more: 429)."""
     visible = await asyncio.to_thread(scope, context, user)
     mine = None if visible is None else frozenset(visible)
     start, reset = _start(events, last_event_id)
     cursor = events.cursor(start)
+    context.streams.take(user.name)
     try:
         yield ServerSentEvent(comment="hazardwatch stream", retry=RETRY_MS)
         if reset is not None:
             yield reset
         quiet = 0.0
+        check_at = time.monotonic() + RECHECK_S
         while not context.closing.is_set():
+            if token is not None and time.monotonic() >= check_at:
+                check_at = time.monotonic() + RECHECK_S
+                if not await asyncio.to_thread(token_still_valid, context, token):
+                    yield ServerSentEvent(comment="the token was revoked")
+                    return
             batch = await _next(cursor)
             if not batch:
                 if not await events.wait_async(cursor.position, WAIT_S):
@@ -71,6 +93,7 @@ async def stream(
                         raw_data=event.data.decode(), event=event.kind, id=str(event.position)
                     )
     finally:
+        context.streams.give_back(user.name)
         cursor.close()
 
 

@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -294,3 +296,57 @@ def test_a_tenant_cannot_run_its_own_hazard_through_the_loop(site_factory: Any) 
     assert verified.status_code == 200, verified.text
     closed = verified.json()
     assert (closed["status"], closed["verified_by"]) == ("closed", "li")
+
+
+def test_live_streams_are_limited_and_end_when_their_user_is_revoked(site_factory: Any) -> None:
+    site: Site = site_factory(
+        HAZARDWATCH_STREAM__MAX_PER_USER="2", HAZARDWATCH_STREAM__MAX_TOTAL="4"
+    )
+    service = site.service  # the site's own reader holds one of the admin's streams
+    zhao = service.add_user("zhao", "duty_officer")
+    li = service.add_user("li", "town_office", "--town", "城关镇")
+    url = f"{service.base}/api/v1/stream"
+
+    def open_stream(token: str) -> tuple[httpx.Client, httpx.Response]:
+        client = httpx.Client(timeout=httpx.Timeout(10, read=30))
+        request = client.build_request("GET", url, headers={"Authorization": f"Bearer {token}"})
+        return client, client.send(request, stream=True)
+
+    held = [open_stream(zhao), open_stream(zhao)]
+    assert [answer.status_code for _, answer in held] == [200, 200]
+    client, third = open_stream(zhao)
+    assert third.status_code == 429, third.status_code
+    assert "2 live streams open" in third.read().decode()
+    client.close()
+    # Total: the site's reader (admin) and zhao's two leave one place; li takes it.
+    held.append(open_stream(li))
+    assert held[-1][1].status_code == 200
+    client, over = open_stream(li)
+    assert over.status_code == 429 and "4 live streams open" in over.read().decode()
+    client.close()
+    held.pop(0)[0].close()  # zhao closes a tab: the place comes back
+
+    def reopened() -> bool:
+        client, answer = open_stream(zhao)
+        client.close()
+        return answer.status_code == 200
+
+    wait_until(reopened, timeout=10, what="the closed stream's place to be free again")
+
+    # Revoked: zhao's open stream ends (within the token cache and the stream's recheck).
+    lines: list[str] = []
+    ended = threading.Event()
+    _, answer = held[0]
+
+    def read() -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            lines.extend(answer.iter_lines())
+        ended.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    service.hazardwatch("user", "revoke", "zhao")
+    assert ended.wait(30), "the revoked user's stream is still open"
+    assert ": the token was revoked" in lines
+    assert service.api("GET", "/api/v1/alerts", token=zhao).status_code == 401
+    for client, _ in held:
+        client.close()
