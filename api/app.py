@@ -10,14 +10,18 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from api.deps import ApiContext
+from api.limits import DEFAULT_LIMITS, BodyGate, BodyLimits
 from api.routers import alerts, dead_letters, devices, health, reports, stream, tickets
 from core.db import DatabaseUnavailableError
 
 log = logging.getLogger(__name__)
 
+DATABASE_AWAY = (OperationalError, InterfaceError, PoolTimeoutError, DatabaseUnavailableError)
 
-def create_app(context: ApiContext) -> FastAPI:
-    """An app serving the core endpoints of contract section 5."""
+
+def create_app(context: ApiContext, limits: BodyLimits = DEFAULT_LIMITS) -> FastAPI:
+    """An app serving the core endpoints of contract section 5; request bodies within
+    `limits`, read only once the caller is known (api/limits.py)."""
     app = FastAPI(title="hazardwatch", version="1", docs_url="/docs", redoc_url=None)
     app.state.context = context
     app.include_router(health.router)
@@ -27,8 +31,11 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(tickets.router)
     app.include_router(reports.router)
     app.include_router(stream.router)
-    for away in (OperationalError, InterfaceError, PoolTimeoutError, DatabaseUnavailableError):
+    for away in DATABASE_AWAY:
         app.add_exception_handler(away, _database_away)
+    app.add_middleware(
+        BodyGate, context=context, limits=limits, away=DATABASE_AWAY, on_away=_database_away
+    )
     return app
 
 

@@ -59,18 +59,22 @@ ContextDep = Annotated[ApiContext, Depends(get_context)]
 _bearer = HTTPBearer(auto_error=False)
 
 
+def user_for_token(context: ApiContext, token: str) -> User | None:
+    """The bootstrap admin or the stored user with this token, or None (blocking: it may ask
+    the database, and raises what UserStore.by_token raises while that is away)."""
+    if secrets.compare_digest(token.encode(), context.admin_token.encode()):
+        return ADMIN
+    return context.users.by_token(token) if context.users is not None else None
+
+
 def require_token(
     context: ContextDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
     """The user whose bearer token this is: the bootstrap admin or a stored user."""
-    if credentials is not None:
-        token = credentials.credentials
-        if secrets.compare_digest(token.encode(), context.admin_token.encode()):
-            return ADMIN
-        user = context.users.by_token(token) if context.users is not None else None
-        if user is not None:
-            return user
+    user = user_for_token(context, credentials.credentials) if credentials is not None else None
+    if user is not None:
+        return user
     raise HTTPException(
         status.HTTP_401_UNAUTHORIZED,
         "a valid bearer token is required",

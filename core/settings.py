@@ -134,6 +134,18 @@ class AlertSettings(BaseModel):
         return self
 
 
+class ApiSettings(BaseModel):
+    """Limits of the HTTP API (its address is `api_host` and `api_port`, of the contract)."""
+
+    model_config = _SECTION
+    max_body_kib: int = Field(
+        default=64,
+        ge=1,
+        le=65536,
+        description="largest request body but an evidence upload, KiB (413 above it)",
+    )
+
+
 class TicketSettings(BaseModel):
     """The hazard ledger."""
 
@@ -280,6 +292,10 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(
         default_factory=AlertSettings,
         description="alert thresholds and notification ([alerts] in TOML, HAZARDWATCH_ALERTS__*)",
+    )
+    api: ApiSettings = Field(
+        default_factory=ApiSettings,
+        description="limits of the HTTP API ([api] in TOML, HAZARDWATCH_API__*)",
     )
     tickets: TicketSettings = Field(
         default_factory=TicketSettings,

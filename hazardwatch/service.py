@@ -29,6 +29,7 @@ import uvicorn
 
 from api.app import create_app
 from api.deps import ApiContext
+from api.limits import BodyLimits
 from api.streams import StreamSlots
 from core.db import upgrade
 from core.health import Health
@@ -179,7 +180,7 @@ async def run(
     context = service.api_context()
     server = _Server(
         uvicorn.Config(
-            create_app(context),
+            create_app(context, BodyLimits.of(settings.api, settings.tickets)),
             host=settings.api_host,
             port=settings.api_port,
             log_level="warning",

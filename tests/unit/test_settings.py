@@ -58,6 +58,7 @@ def write_toml(tmp_path: Path, text: str) -> Path:
 
 # Added by the project (documented in docs/configuration.md), beside the contract's.
 PROJECT_SECTIONS = {
+    "api",
     "alerts",
     "tickets",
     "events",
@@ -113,6 +114,21 @@ def test_the_dead_letter_budget_comes_from_its_variables_and_toml(
     assert (budget.keep_days, budget.max_mib) == (7, 128)
     monkeypatch.setenv("HAZARDWATCH_DEADLETTERS__KEEP_DAYS", "-1")
     assert "HAZARDWATCH_DEADLETTERS__KEEP_DAYS" in config_error()
+
+
+def test_the_body_limit_comes_from_its_variable_and_toml(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert load_settings().api.max_body_kib == 64
+    config = write_toml(tmp_path, "api_port = 9000\n[api]\nmax_body_kib = 256\n")
+    settings = load_settings(config)
+    assert (settings.api.max_body_kib, settings.api_port) == (256, 9000)
+    monkeypatch.setenv("HAZARDWATCH_API__MAX_BODY_KIB", "16")
+    monkeypatch.setenv("HAZARDWATCH_API_PORT", "9001")
+    settings = load_settings(config)
+    assert (settings.api.max_body_kib, settings.api_port) == (16, 9001)
+    monkeypatch.setenv("HAZARDWATCH_API__MAX_BODY_KIB", "0")
+    assert "HAZARDWATCH_API__MAX_BODY_KIB" in config_error()
 
 
 def test_the_attachment_quota_comes_from_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
