@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -18,6 +19,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -248,6 +250,34 @@ class SpoolSettings(BaseModel):
     )
 
 
+FILE_SUFFIX = "_FILE"
+
+
+class EnvWithFilesSettingsSource(EnvSettingsSource):
+    """The environment, where any `HAZARDWATCH_X_FILE` stands for `HAZARDWATCH_X` read from
+    that file (one trailing newline dropped): secrets from Docker or systemd credentials
+    files, never in the environment itself, in `ps` output or in a compose file."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        env = dict(super()._load_env_vars())
+        prefix = self.env_prefix if self.case_sensitive else self.env_prefix.lower()
+        suffix = FILE_SUFFIX if self.case_sensitive else FILE_SUFFIX.lower()
+        for key in [k for k in env if k.startswith(prefix) and k.endswith(suffix)]:
+            path, target = env.pop(key), key[: -len(suffix)]
+            if not path:
+                continue
+            name = target.upper()
+            if env.get(target):
+                raise ConfigError(f"{name} and {name}{FILE_SUFFIX} are both set: keep one")
+            try:
+                value = Path(path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                raise ConfigError(f"{name}{FILE_SUFFIX}: cannot read {path}: {why}") from None
+            env[target] = value.removesuffix("\n").removesuffix("\r")
+        return env
+
+
 class Settings(BaseSettings):
     """Configuration of one hazardwatch process (contract section 4)."""
 
@@ -325,6 +355,18 @@ class Settings(BaseSettings):
         default_factory=DeadLetterSettings,
         description="the dead-letter budget ([deadletters] in TOML, HAZARDWATCH_DEADLETTERS__*)",
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment (with `_FILE` variables); load_settings adds TOML."""
+        return init_settings, EnvWithFilesSettingsSource(settings_cls)
 
     @field_validator("mqtt_url")
     @classmethod
@@ -405,7 +447,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            environment = EnvWithFilesSettingsSource(settings_cls)
+            sources: list[PydanticBaseSettingsSource] = [init_settings, environment]
             if config_file is not None:
                 sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
             return tuple(sources)

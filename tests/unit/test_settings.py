@@ -437,3 +437,53 @@ def test_the_mqtt_property_parses_the_configured_url() -> None:
         True,
         "u",
     )
+
+
+# --- secrets from files --------------------------------------------------------------------
+
+
+def test_any_setting_can_come_from_a_file_named_by_its_FILE_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    token = tmp_path / "admin_token"
+    token.write_text("from-a-file-0123456789\n", encoding="utf-8")  # as `echo` writes it
+    influx = tmp_path / "influx_token"
+    influx.write_text("reader:pa ss\r\n", encoding="utf-8")
+    webhook = tmp_path / "escalation"
+    webhook.write_text("7", encoding="utf-8")
+    monkeypatch.setenv("HAZARDWATCH_ADMIN_TOKEN_FILE", str(token))
+    monkeypatch.setenv("HAZARDWATCH_INFLUX_API", "v1")
+    monkeypatch.setenv("HAZARDWATCH_INFLUX_TOKEN_FILE", str(influx))
+    monkeypatch.setenv("HAZARDWATCH_ALERTS__ESCALATION_INTERVAL_S_FILE", str(webhook))
+    settings = load_settings()
+    assert settings.admin_token is not None and settings.influx_token is not None
+    assert settings.admin_token.get_secret_value() == "from-a-file-0123456789"
+    assert settings.influx_token.get_secret_value() == "reader:pa ss", "only the line end goes"
+    assert settings.alerts.escalation_interval_s == 7, "nested sections too"
+
+
+@pytest.mark.parametrize(
+    ("direct", "path", "message"),
+    [
+        ("also-set-0123456789", None, "HAZARDWATCH_ADMIN_TOKEN and HAZARDWATCH_ADMIN_TOKEN_FILE"),
+        (None, "missing", "HAZARDWATCH_ADMIN_TOKEN_FILE: cannot read"),
+    ],
+)
+def test_a_secret_file_that_cannot_be_used_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    direct: str | None,
+    path: str | None,
+    message: str,
+) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("the-secret-in-the-file-0123", encoding="utf-8")
+    monkeypatch.setenv(
+        "HAZARDWATCH_ADMIN_TOKEN_FILE", str(tmp_path / path) if path else str(secret)
+    )
+    if direct is not None:
+        monkeypatch.setenv("HAZARDWATCH_ADMIN_TOKEN", direct)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings()
+    assert "the-secret-in-the-file" not in str(caught.value), "never the secret itself"
+    assert "also-set" not in str(caught.value)
