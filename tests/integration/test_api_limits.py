@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -92,7 +93,7 @@ def test_limits_over_http(service: ServiceProcess) -> None:
                 "institution": "inst-1",
                 "category": "evacuation_blocked",
                 "title": "走廊堵塞",
-                "due_at": "2030-01-01T00:00:00Z",
+                "due_at": (datetime.now(UTC) + timedelta(days=30)).isoformat(),
             },
         )
         assert ticket.status_code == 201, ticket.text
