@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -11,6 +12,7 @@ from pydantic import (
     ConfigDict,
     Field,
     HttpUrl,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -224,6 +226,89 @@ class SpoolSettings(BaseModel):
     )
 
 
+# A bearer token shorter than this is guessable: the admin token and the metrics token.
+MIN_TOKEN_CHARS = 16
+
+
+class ApiSettings(BaseModel):
+    """The doors of the HTTP API: HTTPS, who may read /metrics, whether the docs are served."""
+
+    model_config = _SECTION
+    tls_certfile: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) of the API; with tls_keyfile the API serves HTTPS "
+        "only; unset: plain HTTP (put a TLS reverse proxy in front)",
+    )
+    tls_keyfile: Path | None = Field(
+        default=None, description="PEM private key of tls_certfile, unencrypted (mode 0600)"
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token that opens /metrics and the detail of /readyz, and nothing "
+        "else; the admin token opens them too",
+    )
+    metrics_token_file: Path | None = Field(
+        default=None, description="a file holding the metrics token (instead of metrics_token)"
+    )
+    docs: bool = Field(
+        default=True, description="serve /docs (Swagger UI, from local files) and /openapi.json"
+    )
+    _metrics_token_from_file: str | None = PrivateAttr(default=None)
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _check_metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_TOKEN_CHARS:
+            raise ValueError(f"must be at least {MIN_TOKEN_CHARS} characters")
+        return value
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> ApiSettings:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile go together: set both or neither")
+        if self.tls_certfile is not None and self.tls_keyfile is not None:
+            try:  # a wrong file stops the start here, not in the HTTP task after it
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                    self.tls_certfile, self.tls_keyfile, password=_no_password
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"cannot use tls_certfile and tls_keyfile: {exc}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _read_metrics_token_file(self) -> ApiSettings:
+        if self.metrics_token_file is None:
+            return self
+        if self.metrics_token is not None:
+            raise ValueError("set metrics_token or metrics_token_file, not both")
+        try:
+            token = self.metrics_token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read metrics_token_file: {exc}") from None
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"metrics_token_file must hold a token of at least {MIN_TOKEN_CHARS} characters"
+            )
+        self._metrics_token_from_file = token
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """True when the API serves HTTPS."""
+        return self.tls_certfile is not None
+
+    def metrics_bearer(self) -> str | None:
+        """The metrics token, from the setting or its file; None: only the admin token."""
+        if self.metrics_token is not None:
+            return self.metrics_token.get_secret_value()
+        return self._metrics_token_from_file
+
+
+def _no_password() -> str:
+    # An encrypted key would make OpenSSL ask on the terminal, which a service has not.
+    raise ValueError("tls_keyfile is encrypted; give it unencrypted (mode 0600)")
+
+
 class Settings(BaseSettings):
     """Configuration of one hazardwatch process (contract section 4)."""
 
@@ -264,6 +349,10 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8080, ge=1, le=65535, description="HTTP API port")
     admin_token: SecretStr | None = Field(
         default=None, description="bootstrap admin bearer token; unset: generated at first start"
+    )
+    api: ApiSettings = Field(
+        default_factory=ApiSettings,
+        description="HTTPS, /metrics and the API docs ([api] in TOML, HAZARDWATCH_API__*)",
     )
     alerts: AlertSettings = Field(
         default_factory=AlertSettings,
@@ -315,8 +404,8 @@ class Settings(BaseSettings):
     @classmethod
     def _check_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
         # A guessable bootstrap token would open every endpoint under /api.
-        if value is not None and len(value.get_secret_value()) < 16:
-            raise ValueError("must be at least 16 characters")
+        if value is not None and len(value.get_secret_value()) < MIN_TOKEN_CHARS:
+            raise ValueError(f"must be at least {MIN_TOKEN_CHARS} characters")
         return value
 
     @model_validator(mode="after")

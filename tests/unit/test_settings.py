@@ -57,7 +57,16 @@ def write_toml(tmp_path: Path, text: str) -> Path:
 
 
 # Added by the project (documented in docs/configuration.md), beside the contract's.
-PROJECT_SECTIONS = {"alerts", "tickets", "events", "spool", "database", "ingest", "deadletters"}
+PROJECT_SECTIONS = {
+    "alerts",
+    "tickets",
+    "events",
+    "spool",
+    "database",
+    "ingest",
+    "deadletters",
+    "api",
+}
 
 
 def test_the_fields_are_the_contract_variables_and_the_project_sections() -> None:
