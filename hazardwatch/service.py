@@ -185,7 +185,8 @@ async def run(
             log_level="warning",
             lifespan="off",
             timeout_graceful_shutdown=HTTP_GRACE_S - 1,  # a client cannot hold us longer
-            # Both set: HTTPS only on this port (uvicorn builds the TLS context).
+            # Both set: HTTPS only on this port. uvicorn builds the TLS context with Python's
+            # defaults: TLS 1.2 at least, no SHA-1, RC4, 3DES or anonymous suites.
             ssl_certfile=api.tls_certfile,
             ssl_keyfile=api.tls_keyfile,
         )

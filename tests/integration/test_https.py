@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -60,6 +61,25 @@ class HttpsService(ServiceProcess):
         return response.status_code == 200
 
 
+def _tls12_client(trusted: ssl.SSLContext, ciphers: str) -> ssl.SSLContext:
+    """A TLS 1.2 client that trusts the certificate and offers only these suites."""
+    client = ssl.create_default_context()
+    pem = "".join(ssl.DER_cert_to_PEM_cert(der) for der in trusted.get_ca_certs(binary_form=True))
+    client.load_verify_locations(cadata=pem)
+    client.maximum_version = ssl.TLSVersion.TLSv1_2
+    client.set_ciphers(ciphers)
+    return client
+
+
+def _handshake(port: int, client: ssl.SSLContext) -> str | None:
+    """The TLS version agreed with the service, or ssl.SSLError."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        client.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        return tls.version()
+
+
 @pytest.fixture
 def service(
     tmp_path: Path, mosquitto_factory: Any, influxdb: InfluxDB1, influx_db: str
@@ -97,6 +117,12 @@ def test_the_api_speaks_https_only_with_the_configured_certificate(service: Http
         httpx.get(f"http://127.0.0.1:{service.port}/healthz", timeout=5)
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{service.base}/healthz", timeout=5)
+
+    # Python's defaults, which uvicorn keeps: no SHA-1 suites (a client offering only those is
+    # refused), TLS 1.2 with GCM served.
+    with pytest.raises(ssl.SSLError):
+        _handshake(service.port, _tls12_client(service.ca, "ECDHE+AES128+SHA1:ECDHE+AES256+SHA1"))
+    assert _handshake(service.port, _tls12_client(service.ca, "ECDHE+AESGCM")) == "TLSv1.2"
 
     assert service.stop() == 0, service.log_tail()
     log = service.log_tail(100_000)
