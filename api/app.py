@@ -6,6 +6,7 @@ import logging
 
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -18,11 +19,34 @@ log = logging.getLogger(__name__)
 
 DATABASE_AWAY = (OperationalError, InterfaceError, PoolTimeoutError, DatabaseUnavailableError)
 
+# Where the Swagger UI files (shipped by fastapi-offline) are served from.
+DOCS_ASSETS = "/docs-assets"
+# Swagger UI would send the schema to validator.swagger.io for its badge: not on our network.
+SWAGGER_UI_PARAMETERS = {"validatorUrl": None}
 
-def create_app(context: ApiContext, limits: BodyLimits = DEFAULT_LIMITS) -> FastAPI:
+
+def create_app(
+    context: ApiContext, limits: BodyLimits = DEFAULT_LIMITS, *, docs: bool = True
+) -> FastAPI:
     """An app serving the core endpoints of contract section 5; request bodies within
-    `limits`, read only once the caller is known (api/limits.py)."""
-    app = FastAPI(title="hazardwatch", version="1", docs_url="/docs", redoc_url=None)
+    `limits`, read only once the caller is known (api/limits.py).
+
+    `docs`: /docs (Swagger UI, every file of it served from this app, none from a CDN) and
+    /openapi.json; False: neither exists (404).
+    """
+    if docs:
+        app = FastAPIOffline(
+            title="hazardwatch",
+            version="1",
+            docs_url="/docs",
+            redoc_url=None,
+            static_url=DOCS_ASSETS,
+            swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
+        )
+    else:
+        app = FastAPI(
+            title="hazardwatch", version="1", docs_url=None, redoc_url=None, openapi_url=None
+        )
     app.state.context = context
     app.include_router(health.router)
     app.include_router(devices.router)

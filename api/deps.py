@@ -47,6 +47,8 @@ class ApiContext:
     closing: threading.Event = field(default_factory=threading.Event)
     database: DatabaseWatch | None = None
     streams: StreamSlots = field(default_factory=StreamSlots)
+    # Opens /metrics and the detail of /readyz, nothing else (Prometheus holds it).
+    metrics_token: str | None = None
 
 
 def get_context(request: Request) -> ApiContext:
@@ -83,6 +85,35 @@ def require_token(
 
 
 CurrentUser = Annotated[User, Depends(require_token)]
+
+
+def _same(given: str, expected: str | None) -> bool:
+    return expected is not None and secrets.compare_digest(given.encode(), expected.encode())
+
+
+async def monitoring_allowed(
+    context: ContextDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> bool:
+    """True for the metrics token or the bootstrap admin token. Stored users are not looked up:
+    monitoring must answer while the database does not."""
+    if credentials is None:
+        return False
+    token = credentials.credentials
+    return _same(token, context.metrics_token) or _same(token, context.admin_token)
+
+
+MonitoringAllowed = Annotated[bool, Depends(monitoring_allowed)]
+
+
+async def require_monitoring(allowed: MonitoringAllowed) -> None:
+    """401 unless the metrics token or the admin token comes along."""
+    if not allowed:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "the metrics token or the admin token is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 def require_database(context: ContextDep, _user: CurrentUser) -> None:

@@ -39,7 +39,6 @@ from collections.abc import Container
 from pathlib import Path
 from typing import Any
 
-import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -89,8 +88,8 @@ class RawSubscriber:
 
 
 def received_total(service: ServiceProcess) -> float:
-    """hazardwatch_messages_received_total, all channels."""
-    text = httpx.get(f"{service.base}/metrics", timeout=5).text
+    """hazardwatch_messages_received_total, all channels (/metrics takes the admin token)."""
+    text = service.api("GET", "/metrics").text
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -136,18 +137,6 @@ class AlertSettings(BaseModel):
         return self
 
 
-class ApiSettings(BaseModel):
-    """Limits of the HTTP API (its address is `api_host` and `api_port`, of the contract)."""
-
-    model_config = _SECTION
-    max_body_kib: int = Field(
-        default=64,
-        ge=1,
-        le=65536,
-        description="largest request body but an evidence upload, KiB (413 above it)",
-    )
-
-
 class TicketSettings(BaseModel):
     """The hazard ledger."""
 
@@ -278,6 +267,74 @@ class EnvWithFilesSettingsSource(EnvSettingsSource):
         return env
 
 
+# A bearer token shorter than this is guessable: the admin token and the metrics token.
+MIN_TOKEN_CHARS = 16
+
+
+class ApiSettings(BaseModel):
+    """The doors of the HTTP API (its address is `api_host` and `api_port`, of the contract):
+    request size limits, HTTPS, who may read /metrics, whether the docs are served."""
+
+    model_config = _SECTION
+    max_body_kib: int = Field(
+        default=64,
+        ge=1,
+        le=65536,
+        description="largest request body but an evidence upload, KiB (413 above it)",
+    )
+    tls_certfile: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) of the API; with tls_keyfile the API serves HTTPS "
+        "only; unset: plain HTTP (put a TLS reverse proxy in front)",
+    )
+    tls_keyfile: Path | None = Field(
+        default=None, description="PEM private key of tls_certfile, unencrypted (mode 0600)"
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token that opens /metrics and the detail of /readyz, and nothing "
+        "else; the admin token opens them too",
+    )
+    docs: bool = Field(
+        default=True, description="serve /docs (Swagger UI, from local files) and /openapi.json"
+    )
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _check_metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_TOKEN_CHARS:
+            raise ValueError(f"must be at least {MIN_TOKEN_CHARS} characters")
+        return value
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> ApiSettings:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile go together: set both or neither")
+        if self.tls_certfile is not None and self.tls_keyfile is not None:
+            try:  # a wrong file stops the start here, not in the HTTP task after it
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                    self.tls_certfile, self.tls_keyfile, password=_no_password
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"cannot use tls_certfile and tls_keyfile: {exc}") from None
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """True when the API serves HTTPS."""
+        return self.tls_certfile is not None
+
+    def metrics_bearer(self) -> str | None:
+        """The metrics token (HAZARDWATCH_API__METRICS_TOKEN or its _FILE); None: only the
+        admin token opens /metrics."""
+        return self.metrics_token.get_secret_value() if self.metrics_token is not None else None
+
+
+def _no_password() -> str:
+    # An encrypted key would make OpenSSL ask on the terminal, which a service has not.
+    raise ValueError("tls_keyfile is encrypted; give it unencrypted (mode 0600)")
+
+
 class Settings(BaseSettings):
     """Configuration of one hazardwatch process (contract section 4)."""
 
@@ -319,13 +376,14 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         default=None, description="bootstrap admin bearer token; unset: generated at first start"
     )
+    api: ApiSettings = Field(
+        default_factory=ApiSettings,
+        description="request limits, HTTPS, /metrics and the API docs ([api] in TOML, "
+        "HAZARDWATCH_API__*)",
+    )
     alerts: AlertSettings = Field(
         default_factory=AlertSettings,
         description="alert thresholds and notification ([alerts] in TOML, HAZARDWATCH_ALERTS__*)",
-    )
-    api: ApiSettings = Field(
-        default_factory=ApiSettings,
-        description="limits of the HTTP API ([api] in TOML, HAZARDWATCH_API__*)",
     )
     tickets: TicketSettings = Field(
         default_factory=TicketSettings,
@@ -389,8 +447,8 @@ class Settings(BaseSettings):
     @classmethod
     def _check_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
         # A guessable bootstrap token would open every endpoint under /api.
-        if value is not None and len(value.get_secret_value()) < 16:
-            raise ValueError("must be at least 16 characters")
+        if value is not None and len(value.get_secret_value()) < MIN_TOKEN_CHARS:
+            raise ValueError(f"must be at least {MIN_TOKEN_CHARS} characters")
         return value
 
     @model_validator(mode="after")

@@ -31,13 +31,15 @@ def _register_fleet(service: Service, args: argparse.Namespace) -> None:
 
 
 def _banner(settings: Settings, broker_url: str, token: str) -> str:
-    api = f"http://{settings.api_host}:{settings.api_port}"
+    scheme = "https" if settings.api.tls else "http"
+    api = f"{scheme}://{settings.api_host}:{settings.api_port}"
+    docs = f"{api}/docs   " if settings.api.docs else ""
     return "\n".join(
         [
             "",
             "hazardwatch demo is running (Ctrl-C stops it)",
             f"  MQTT broker   {broker_url}   (topics hazardwatch/v1/#)",
-            f"  HTTP API      {api}/docs   health {api}/readyz   metrics {api}/metrics",
+            f"  HTTP API      {docs}health {api}/readyz   metrics {api}/metrics (token below)",
             f"  API token     Authorization: Bearer {token}",
             f"  dead letters  curl -H 'Authorization: Bearer {token}' {api}/api/v1/dead-letters",
             f"  data          {settings.data_dir.resolve()}",

@@ -149,6 +149,7 @@ class Service:
             health=self.health,
             database=parts.database,
             streams=StreamSlots(self.settings.stream.max_per_user, self.settings.stream.max_total),
+            metrics_token=self.settings.api.metrics_bearer(),
             readiness={
                 "broker": parts.ingest.source.connected.is_set,
                 "store": parts.ingest.sink.ping,
@@ -178,14 +179,19 @@ async def run(
     parts = await service.start()
     settings = service.settings
     context = service.api_context()
+    api = settings.api
     server = _Server(
         uvicorn.Config(
-            create_app(context, BodyLimits.of(settings.api, settings.tickets)),
+            create_app(context, BodyLimits.of(settings.api, settings.tickets), docs=api.docs),
             host=settings.api_host,
             port=settings.api_port,
             log_level="warning",
             lifespan="off",
             timeout_graceful_shutdown=HTTP_GRACE_S - 1,  # a client cannot hold us longer
+            # Both set: HTTPS only on this port. uvicorn builds the TLS context with Python's
+            # defaults: TLS 1.2 at least, no SHA-1, RC4, 3DES or anonymous suites.
+            ssl_certfile=api.tls_certfile,
+            ssl_keyfile=api.tls_keyfile,
         )
     )
     supervisor = Supervisor(service.health, parts.ingest.metrics.registry)
@@ -196,7 +202,8 @@ async def run(
     if companion is not None:
         supervisor.add("companion", lambda _c: companion(service))
     parts.ingest.metrics.registry.register(HealthCollector(service.health))
-    log.info("HTTP API on http://%s:%d", settings.api_host, settings.api_port)
+    scheme = "https" if api.tls else "http"
+    log.info("HTTP API on %s://%s:%d", scheme, settings.api_host, settings.api_port)
     until = asyncio.Event()
     shutdown = asyncio.create_task(
         _shutdown(service, supervisor, context, (server, served), stop, until)

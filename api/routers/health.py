@@ -1,15 +1,20 @@
-"""Liveness, readiness and metrics (no auth: probes and Prometheus scrape them)."""
+"""Liveness and readiness (no auth: probes use them) and metrics (the metrics or admin token).
+
+/readyz tells anyone whether alarms can flow; what each component is doing, with the reasons
+of its failures (host names, users, drivers' messages), only to the bearer of the metrics or
+admin token.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import ContextDep
+from api.deps import ContextDep, MonitoringAllowed, require_monitoring
 
 router = APIRouter()
 
@@ -24,11 +29,12 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(context: ContextDep) -> JSONResponse:
+async def readyz(context: ContextDep, detail: MonitoringAllowed) -> JSONResponse:
     """200 while alarms can flow: the broker is connected and no critical part of the service
     is stuck or failed. `status` says `degraded` when something is wrong that the service
-    rides out (the time-series store or the SQL database away, a webhook refusing); every
-    component is listed with its state, its last progress and its backlog."""
+    rides out (the time-series store or the SQL database away, a webhook refusing). With the
+    metrics or admin token, every component is listed with its state, its last progress and
+    its backlog."""
     checks = {name: await _probe(check) for name, check in context.readiness.items()}
     components_ready, status, components = context.health.report()
     ready = components_ready and all(checks.get(name, True) for name in REQUIRED)
@@ -36,11 +42,13 @@ async def readyz(context: ContextDep) -> JSONResponse:
         status = "unready"
     elif status == "ok" and not all(checks.values()):
         status = "degraded"
-    body = {"ready": ready, "status": status, "checks": checks, "components": components}
+    body: dict[str, object] = {"ready": ready, "status": status, "checks": checks}
+    if detail:
+        body["components"] = components
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", dependencies=[Depends(require_monitoring)])
 async def metrics(context: ContextDep) -> Response:
     """Prometheus text format (collected in a worker thread: collectors may block)."""
     text = await asyncio.to_thread(generate_latest, context.metrics)

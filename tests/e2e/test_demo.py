@@ -100,7 +100,8 @@ def test_demo_stores_readings_serves_the_api_and_stops_cleanly(demo: Demo, tmp_p
     assert all(item["reason"] and item["detail"] for item in page["items"])
     assert sum(page["counts"].values()) >= len(page["items"])
 
-    metrics = demo.get("/metrics", token=None).text
+    assert demo.get("/metrics", token=None).status_code == 401
+    metrics = demo.get("/metrics").text
     received = [
         float(line.rsplit(" ", 1)[1])
         for line in metrics.splitlines()
