@@ -127,7 +127,7 @@ class Parser:
         except ValueError:
             raise _Bad(Reason.UNKNOWN_TOPIC, f"unknown channel {channel[:32]!r}") from None
         for name, value in (("institution", institution), ("device", device)):
-            if not ID_RE.match(value):
+            if not ID_RE.fullmatch(value):  # `$` would let a final "\n" through
                 raise _Bad(Reason.INVALID_ID, f"{name} id {value[:70]!r} is not a valid id")
         return institution, device, kind
 

@@ -456,6 +456,10 @@ def test_an_unknown_topic_is_rejected_without_ids(topic: str) -> None:
         ("机构", "dev-1"),
         ("a" * 65, "dev-1"),
         ("inst-1", "d" * 65),
+        # `$` of the id pattern also matches before a final newline: the whole id must match
+        # (these were accepted, and the registry then refused the id: an internal_error).
+        ("inst-1\n", "dev-1"),
+        ("inst-1", "dev-1\n"),
     ],
 )
 def test_invalid_ids_are_rejected(institution: str, device: str) -> None:
