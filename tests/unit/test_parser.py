@@ -365,6 +365,53 @@ def test_bad_timestamps_are_rejected(ts: object) -> None:
     assert reason(EVENT, {"ts": ts, "type": "alarm"}) == Reason.BAD_TIMESTAMP
 
 
+@pytest.mark.parametrize(
+    "ts",
+    [
+        # Python 3.11's datetime.fromisoformat stops reading at a NUL: these were 08:00:00 UTC.
+        "2026-11-22T08:00:00\u0000Z",
+        "2026-11-22T08:00:00Z\u0000 and anything after",
+        # ISO 8601 forms that fromisoformat reads and RFC 3339 does not have; all were accepted.
+        "2026-11-22T08:00:00+05:99",  # read as +06:39
+        "2026-11-22T08:00:00+05:60",
+        "2026-11-22T08:00:00+0800",
+        "2026-11-22T08:00:00+08",
+        "2026-11-22T08:00:00.Z",
+        "2026-11-22T08:00:00,5Z",
+        "2026-11-22T08Z",
+        "2026-11-22T08:00Z",
+        "20261122T080000Z",
+        "2026-W47-7T08:00:00Z",
+        "2026-11-22x08:00:00Z",
+        "2026-11-22T08:00:00\u0660Z",
+    ],
+)
+def test_a_ts_that_is_no_rfc_3339_time_is_a_bad_timestamp(ts: str) -> None:
+    for topic, body in (
+        (TELEMETRY, {"ts": ts}),
+        (EVENT, {"ts": ts, "type": "alarm"}),
+        (STATUS, {"ts": ts, "state": "online"}),
+    ):
+        verdict = rejected(topic, json.dumps(body))
+        assert verdict.reason == Reason.BAD_TIMESTAMP, (topic, verdict)
+        assert "RFC 3339" in verdict.detail
+
+
+@pytest.mark.parametrize(
+    ("ts", "meant"),
+    [
+        # RFC 3339 section 5.6: "T" and "Z" may be lower case; a space may separate the parts.
+        ("2026-11-22t07:59:00z", datetime(2026, 11, 22, 7, 59, tzinfo=UTC)),
+        ("2026-11-22 07:59:00Z", datetime(2026, 11, 22, 7, 59, tzinfo=UTC)),
+        ("2026-11-22T07:59:00-00:00", datetime(2026, 11, 22, 7, 59, tzinfo=UTC)),
+        ("2026-11-23T07:58:00+23:59", datetime(2026, 11, 22, 7, 59, tzinfo=UTC)),
+        ("2026-11-22T07:59:00.123456789Z", datetime(2026, 11, 22, 7, 59, 0, 123456, tzinfo=UTC)),
+    ],
+)
+def test_every_rfc_3339_form_is_read(ts: str, meant: datetime) -> None:
+    assert telemetry({"ts": ts}).ts == meant
+
+
 # --- bad input, one reason each -----------------------------------------------------------------
 
 
