@@ -158,7 +158,14 @@ class Parser:
             return self._status(raw, text, institution, device)
         body = _load_object(text)
         ts, from_device = self._timestamp(body.pop("ts", None), raw.received_at)
-        body.update(institution=institution, device=device, ts=ts, ts_from_device=from_device)
+        # The topic and the receipt set these; a key of the same name in the payload is ignored.
+        body.update(
+            institution=institution,
+            device=device,
+            ts=ts,
+            ts_from_device=from_device,
+            channel=channel,
+        )
         model = Telemetry if channel is Channel.TELEMETRY else Event
         try:
             return model.model_validate(body)

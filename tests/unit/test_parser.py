@@ -219,6 +219,14 @@ def test_unknown_extra_keys_are_ignored() -> None:
     assert status(b'{"state": "online", "uptime_s": 12}').online is True
 
 
+@pytest.mark.parametrize("value", ["event", "status", None, 1, {"a": 1}])
+def test_a_channel_key_in_the_payload_is_ignored_as_any_unknown_key(value: object) -> None:
+    # `channel` is a field of the models, not of the contract: it was validated, and refused.
+    assert telemetry({"co_ppm": 12, "channel": value}).co_ppm == 12.0
+    assert event({"type": "test", "channel": value}).type is EventType.TEST
+    assert status(json.dumps({"state": "online", "channel": value})).online is True
+
+
 def test_the_topic_wins_over_ids_in_the_payload() -> None:
     message = telemetry({"institution": "other", "device": "other", "ts_from_device": False})
     assert (message.institution, message.device) == ("inst-1", "dev-1")
