@@ -31,6 +31,14 @@ DEFAULT_MAX_PAST = timedelta(days=30)
 TOPIC_CACHE_MAX = 8192
 _ID = ID_PATTERN.removeprefix("^").removesuffix("$")
 _CHANNELS = {channel.value: channel for channel in Channel}
+# RFC 3339 date-time (section 5.6; "t", "z" and a space separator as its notes allow), the
+# offset left optional here so that its absence gets a reason of its own. fromisoformat alone
+# reads far more: ISO 8601 week dates and basic format, "+0800", "+05:99" (as +06:39), and on
+# Python 3.11 anything at all after a NUL.
+_RFC3339 = re.compile(
+    r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(?:\.\d+)?(?:[Zz]|[+-](?:[01]\d|2[0-3]):[0-5]\d)?",
+    re.ASCII,
+)
 
 
 class Reason:
@@ -127,7 +135,7 @@ class Parser:
         except ValueError:
             raise _Bad(Reason.UNKNOWN_TOPIC, f"unknown channel {channel[:32]!r}") from None
         for name, value in (("institution", institution), ("device", device)):
-            if not ID_RE.match(value):
+            if not ID_RE.fullmatch(value):  # `$` would let a final "\n" through
                 raise _Bad(Reason.INVALID_ID, f"{name} id {value[:70]!r} is not a valid id")
         return institution, device, kind
 
@@ -150,7 +158,14 @@ class Parser:
             return self._status(raw, text, institution, device)
         body = _load_object(text)
         ts, from_device = self._timestamp(body.pop("ts", None), raw.received_at)
-        body.update(institution=institution, device=device, ts=ts, ts_from_device=from_device)
+        # The topic and the receipt set these; a key of the same name in the payload is ignored.
+        body.update(
+            institution=institution,
+            device=device,
+            ts=ts,
+            ts_from_device=from_device,
+            channel=channel,
+        )
         model = Telemetry if channel is Channel.TELEMETRY else Event
         try:
             return model.model_validate(body)
@@ -211,8 +226,10 @@ def _read_timestamp(value: object) -> datetime:
     try:
         if isinstance(value, int):
             ts = datetime.fromtimestamp(value / 1000, UTC)
+        elif _RFC3339.fullmatch(value):
+            ts = datetime.fromisoformat(value.upper())  # 3.11 reads no lower-case "z"
         else:
-            ts = datetime.fromisoformat(value)
+            raise _Bad(Reason.BAD_TIMESTAMP, f"ts {value[:64]!r} is not an RFC 3339 date-time")
     except (ValueError, OverflowError, OSError) as exc:
         raise _Bad(Reason.BAD_TIMESTAMP, f"unreadable ts: {exc}"[:200]) from None
     if ts.tzinfo is None:

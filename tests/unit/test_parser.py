@@ -219,6 +219,14 @@ def test_unknown_extra_keys_are_ignored() -> None:
     assert status(b'{"state": "online", "uptime_s": 12}').online is True
 
 
+@pytest.mark.parametrize("value", ["event", "status", None, 1, {"a": 1}])
+def test_a_channel_key_in_the_payload_is_ignored_as_any_unknown_key(value: object) -> None:
+    # `channel` is a field of the models, not of the contract: it was validated, and refused.
+    assert telemetry({"co_ppm": 12, "channel": value}).co_ppm == 12.0
+    assert event({"type": "test", "channel": value}).type is EventType.TEST
+    assert status(json.dumps({"state": "online", "channel": value})).online is True
+
+
 def test_the_topic_wins_over_ids_in_the_payload() -> None:
     message = telemetry({"institution": "other", "device": "other", "ts_from_device": False})
     assert (message.institution, message.device) == ("inst-1", "dev-1")
@@ -365,6 +373,53 @@ def test_bad_timestamps_are_rejected(ts: object) -> None:
     assert reason(EVENT, {"ts": ts, "type": "alarm"}) == Reason.BAD_TIMESTAMP
 
 
+@pytest.mark.parametrize(
+    "ts",
+    [
+        # Python 3.11's datetime.fromisoformat stops reading at a NUL: these were 08:00:00 UTC.
+        "2026-11-22T08:00:00\u0000Z",
+        "2026-11-22T08:00:00Z\u0000 and anything after",
+        # ISO 8601 forms that fromisoformat reads and RFC 3339 does not have; all were accepted.
+        "2026-11-22T08:00:00+05:99",  # read as +06:39
+        "2026-11-22T08:00:00+05:60",
+        "2026-11-22T08:00:00+0800",
+        "2026-11-22T08:00:00+08",
+        "2026-11-22T08:00:00.Z",
+        "2026-11-22T08:00:00,5Z",
+        "2026-11-22T08Z",
+        "2026-11-22T08:00Z",
+        "20261122T080000Z",
+        "2026-W47-7T08:00:00Z",
+        "2026-11-22x08:00:00Z",
+        "2026-11-22T08:00:00\u0660Z",
+    ],
+)
+def test_a_ts_that_is_no_rfc_3339_time_is_a_bad_timestamp(ts: str) -> None:
+    for topic, body in (
+        (TELEMETRY, {"ts": ts}),
+        (EVENT, {"ts": ts, "type": "alarm"}),
+        (STATUS, {"ts": ts, "state": "online"}),
+    ):
+        verdict = rejected(topic, json.dumps(body))
+        assert verdict.reason == Reason.BAD_TIMESTAMP, (topic, verdict)
+        assert "RFC 3339" in verdict.detail
+
+
+@pytest.mark.parametrize(
+    ("ts", "meant"),
+    [
+        # RFC 3339 section 5.6: "T" and "Z" may be lower case; a space may separate the parts.
+        ("2026-11-22t07:59:00z", datetime(2026, 11, 22, 7, 59, tzinfo=UTC)),
+        ("2026-11-22 07:59:00Z", datetime(2026, 11, 22, 7, 59, tzinfo=UTC)),
+        ("2026-11-22T07:59:00-00:00", datetime(2026, 11, 22, 7, 59, tzinfo=UTC)),
+        ("2026-11-23T07:58:00+23:59", datetime(2026, 11, 22, 7, 59, tzinfo=UTC)),
+        ("2026-11-22T07:59:00.123456789Z", datetime(2026, 11, 22, 7, 59, 0, 123456, tzinfo=UTC)),
+    ],
+)
+def test_every_rfc_3339_form_is_read(ts: str, meant: datetime) -> None:
+    assert telemetry({"ts": ts}).ts == meant
+
+
 # --- bad input, one reason each -----------------------------------------------------------------
 
 
@@ -456,6 +511,10 @@ def test_an_unknown_topic_is_rejected_without_ids(topic: str) -> None:
         ("机构", "dev-1"),
         ("a" * 65, "dev-1"),
         ("inst-1", "d" * 65),
+        # `$` of the id pattern also matches before a final newline: the whole id must match
+        # (these were accepted, and the registry then refused the id: an internal_error).
+        ("inst-1\n", "dev-1"),
+        ("inst-1", "dev-1\n"),
     ],
 )
 def test_invalid_ids_are_rejected(institution: str, device: str) -> None:

@@ -185,3 +185,17 @@ def test_each_dead_letter_is_a_warning_naming_reason_device_and_topic(
     assert "dead letter (bad_json)" in text
     assert "device=dev-1" in text and f"topic={TELEMETRY}" in text
     assert secret_tail not in text.encode() and "x" * 100 in text  # cut at 120 bytes
+
+
+def test_an_id_with_a_trailing_newline_is_an_invalid_id_not_an_internal_error(
+    tmp_path: Path, directory: DeviceDirectory
+) -> None:
+    # The parser took "dev-1\n" for an id; auto-registration then refused it (internal_error).
+    stage = make_stage(tmp_path, directory)
+    topic = "hazardwatch/v1/inst-1/dev-1\n/telemetry"
+    outcome = stage.receiver.handle(RawMessage(topic, b'{"smoke_db_m": 0.01}', AT))
+    assert outcome is not None and outcome[1] is not None
+    assert outcome[1].reason == Reason.INVALID_ID
+    assert directory.lookup("dev-1\n") is None
+    stage.spool.close()
+    stage.dead_letters.close()
