@@ -27,6 +27,7 @@ import gc
 import os
 import re
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -212,6 +213,11 @@ class ShippedBroker(ServerProcess):
     def service_port(self) -> int:
         """hazardwatch's listener."""
         return self.ports[SERVICE_PORT]
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto reads its password files and ACLs again."""
+        assert self._proc is not None, "not running"
+        self._proc.send_signal(signal.SIGHUP)
 
     def log(self) -> str:
         """What the broker wrote (log_dest stderr ends up in the output file)."""
@@ -558,6 +564,9 @@ def test_a_device_reads_nothing(broker: ShippedBroker, clients: list[Client], v5
     assert alerts.publish_all(["hazardwatch/alerts/inst-1/a-1"]) == {
         "hazardwatch/alerts/inst-1/a-1": SUCCESS
     }
+    # A shared subscription, for several ingest workers (docs/deployment.md, "Scaling out").
+    worker = connect(clients, broker.service_port, HAZARDWATCH)
+    assert worker.subscribe("$share/ingest/hazardwatch/v1/#") == [1]
     other = connect(clients, broker.port, "devB")
     other.publish_all([topic("devB", "status")], retain=True)
     reader = connect(clients, broker.port, "devA", v5=v5)
@@ -580,6 +589,7 @@ def test_a_device_reads_nothing(broker: ShippedBroker, clients: list[Client], v5
         "hazardwatch/alerts/inst-1/a-2",
     ]
     assert [t for t, _, _ in watcher.received(len(expected))] == expected
+    assert worker.topics() == [topic("devB", "status"), *sent, topic("devA")]
     assert reader.messages == []
     assert reader.connected
 
@@ -631,6 +641,30 @@ def test_a_device_cannot_take_hazardwatchs_client_ids(
     # The broker replaced the id device A sent with its username, every time.
     assert broker.client_ids_of("devA") == ["devA"] * 4
     assert set(broker.client_ids_of(HAZARDWATCH)) == {INGEST_CLIENT_ID, ALERTS_CLIENT_ID}
+
+
+def test_a_changed_or_removed_password_ends_the_devices_connection_on_sighup(
+    broker: ShippedBroker, clients: list[Client]
+) -> None:
+    edge = {"client_id": INGEST_CLIENT_ID, "clean": False, "session_expiry": 3600}
+    watcher = hazardwatch(clients, broker, **edge)
+    changed = connect(clients, broker.port, "devA")
+    removed = connect(clients, broker.port, "devB", v5=False)
+    passwd, path = find_binary("mosquitto_passwd"), str(broker.workdir / "passwd")
+    subprocess.run([passwd, "-b", path, "devA", "pw-a-2"], check=True, capture_output=True)
+    subprocess.run([passwd, "-D", path, "devB"], check=True, capture_output=True)
+
+    broker.reload()
+
+    # Unlike what mosquitto.conf(5) of 2.0.11 says ("clients that are already connected will
+    # not be affected"), the broker checks connected clients against the new file.
+    wait_until(lambda: bool(changed.disconnects and removed.disconnects), TIMEOUT, "reload")
+    assert connect(clients, broker.port, "devA").refused == NOT_AUTHORIZED
+    assert connect(clients, broker.port, "devB").refused == NOT_AUTHORIZED
+    renewed = connect(clients, broker.port, "devA", password="pw-a-2")
+    assert renewed.publish_all([topic("devA")]) == {topic("devA"): SUCCESS}
+    assert watcher.received(1) == [(topic("devA"), payload(0), False)]
+    assert watcher.connected and watcher.disconnects == []  # its password did not change
 
 
 # --- the simulator ----------------------------------------------------------------------------
