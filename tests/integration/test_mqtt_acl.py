@@ -848,6 +848,7 @@ def test_tls_listener_requiring_client_certificates(
             # TLS 1.3: the client's side of the handshake completes, then the broker hangs up.
             assert refused.connack is None and (refused.error or refused.disconnects)
         assert "peer did not return a certificate" in broker.log()
+        assert "certificate verify failed" in broker.log()  # the certificate of another CA
         assert wrong.refused == NOT_AUTHORIZED  # a certificate does not replace the password
         assert signed.connected
         assert signed.publish_all([topic("devA")]) == {topic("devA"): SUCCESS}
