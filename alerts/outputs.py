@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 DELIVERY_HEADER = "X-Hazardwatch-Delivery"
 WEBHOOK_TIMEOUT_S = 5.0
 PUBLISH_TIMEOUT_S = 10.0
+# The alert publisher's client id: fixed, and distinct from the receive edge's
+# (ingest.stage.CLIENT_ID), since a broker lets one connection hold a client id at a time.
+CLIENT_ID = "hazardwatch-alerts"
 
 
 class WebhookError(HazardwatchError):
@@ -141,7 +144,7 @@ class MqttOutput(Checkpointed):
         events: EventLog,
         checkpoints: FileCheckpoints,
         *,
-        client_id: str = "hazardwatch-alerts",
+        client_id: str = CLIENT_ID,
         mqtt5: bool = True,
     ) -> None:
         super().__init__(events, checkpoints)
