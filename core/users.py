@@ -15,6 +15,9 @@ as the user `admin` until it is revoked (core/accounts.py).
 | institution (机构负责人) | its institutions | acknowledge alerts; ticket steps |
 | contractor (维保单位) | its institutions | ticket steps |
 
+The audit log (who logged in, who changed what) is read by admin and the bureau, the
+supervising side; not by the duty desk, whose own actions it records.
+
 Which fields and steps of a ticket each role may set or take: api/permissions.py.
 """
 
@@ -87,6 +90,7 @@ class Role(StrEnum):
 _SEE_ALL = frozenset({Role.ADMIN, Role.DUTY_OFFICER, Role.BUREAU})
 _READ_ONLY = frozenset({Role.BUREAU})
 _ACK = frozenset({Role.ADMIN, Role.DUTY_OFFICER, Role.INSTITUTION})
+_AUDIT = frozenset({Role.ADMIN, Role.BUREAU})
 
 
 class UserError(HazardwatchError):
@@ -118,6 +122,11 @@ class User(BaseModel):
     def may_acknowledge(self) -> bool:
         """May acknowledge and resolve alerts."""
         return self.role in _ACK
+
+    @property
+    def may_read_audit(self) -> bool:
+        """May read the audit log."""
+        return self.role in _AUDIT
 
 
 ADMIN = User(name="admin", display_name="bootstrap admin", role=Role.ADMIN)
