@@ -310,9 +310,14 @@ class Accounts:
     def _failed(
         self, action: str, keys: list[Key], actor: str, address: str | None, why: str
     ) -> None:
-        for locked in self.lockout.failed(keys):
-            what = f"address:{locked.key.value}" if locked.key.kind == "address" else None
-            what = what or (f"user:{actor}" if actor != NOBODY else "user:(unknown name)")
+        """Record a failed login (or password change) and the lock-outs it begins."""
+        locks = self.lockout.failed(keys)
+        self.audit.record(actor, action, address=address, detail={"reason": why})
+        for locked in locks:
+            if locked.key.kind == "address":
+                what = f"address:{locked.key.value}"
+            else:  # a name nobody has is not written down: it may be a mistyped password
+                what = f"user:{actor}" if actor != NOBODY else "user:(unknown name)"
             wait_s = round((locked.until - self._clock.now()).total_seconds())
             log.warning(
                 "%s locked out until %s after %d failed logins",
@@ -327,7 +332,6 @@ class Accounts:
                 address,
                 {"failures": locked.failures, "until": locked.until, "wait_s": max(wait_s, 0)},
             )
-        self.audit.record(actor, action, address=address, detail={"reason": why})
 
 
 def _why(found: tuple[User, str | None] | None) -> str:
