@@ -12,7 +12,17 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from api.deps import ApiContext
 from api.limits import DEFAULT_LIMITS, BodyGate, BodyLimits
-from api.routers import alerts, dead_letters, devices, health, reports, stream, tickets
+from api.routers import (
+    alerts,
+    audit,
+    dead_letters,
+    devices,
+    health,
+    reports,
+    session,
+    stream,
+    tickets,
+)
 from core.db import DatabaseUnavailableError
 
 log = logging.getLogger(__name__)
@@ -55,6 +65,8 @@ def create_app(
     app.include_router(tickets.router)
     app.include_router(reports.router)
     app.include_router(stream.router)
+    app.include_router(session.router)
+    app.include_router(audit.router)
     for away in DATABASE_AWAY:
         app.add_exception_handler(away, _database_away)
     app.add_middleware(

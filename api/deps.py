@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
 
 from alerts.stage import AlertStage
 from api.streams import StreamSlots
+from core.accounts import Accounts
 from core.db import DatabaseUnavailableError, DatabaseWatch
 from core.health import Health
 from core.ports import EventLog
 from core.registry.repository import RegistryRepository
+from core.sessions import Session, csrf_matches, csrf_token
 from core.users import ADMIN, User, UserStore, visible_institutions
 from ingest.deadletters import DeadLetterStore
 from ingest.presence import Presence
@@ -31,7 +34,7 @@ ReadinessCheck = Callable[[], bool]
 class ApiContext:
     """Dependencies of the app; built by the composition root."""
 
-    admin_token: str
+    admin_token: str | None  # None: none was configured, or it is revoked
     registry: RegistryRepository
     dead_letters: DeadLetterStore
     presence: Presence
@@ -49,6 +52,9 @@ class ApiContext:
     streams: StreamSlots = field(default_factory=StreamSlots)
     # Opens /metrics and the detail of /readyz, nothing else (Prometheus holds it).
     metrics_token: str | None = None
+    accounts: Accounts | None = None  # logins, sessions, the audit log
+    # True once `hazardwatch admin-token revoke` has run: the bootstrap token is refused.
+    bootstrap_revoked: Callable[[], bool] = field(default=lambda: False)
 
 
 def get_context(request: Request) -> ApiContext:
@@ -60,28 +66,132 @@ def get_context(request: Request) -> ApiContext:
 ContextDep = Annotated[ApiContext, Depends(get_context)]
 _bearer = HTTPBearer(auto_error=False)
 
+SESSION_COOKIE = "hw_session"
+# Over HTTPS: the __Host- prefix makes browsers keep it only with Secure, Path=/ and no Domain.
+SECURE_SESSION_COOKIE = "__Host-hw_session"
+CSRF_HEADER = "X-CSRF-Token"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+LOGIN_PATH = "/api/v1/session"  # POST: the one route under /api open without credentials
+UNAUTHORIZED = "a valid bearer token is required"
+SESSION_ENDED = (
+    "the session has ended (logged out, unused too long, at its end, or revoked): log in again"
+)
+CALLER = "hazardwatch.caller"  # the scope's state key under which BodyGate leaves the caller
+_cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="session (log in)")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who makes a request, and how: a bearer token (a machine, or the bootstrap admin) or a
+    session cookie (a person who logged in)."""
+
+    user: User
+    token: str | None = None
+    session_id: str | None = None  # the cookie's value (never stored or logged)
+    session: Session | None = None
+
+    @property
+    def csrf_token(self) -> str | None:
+        """What a session's changes must send as X-CSRF-Token (None: a token needs none)."""
+        return csrf_token(self.session_id) if self.session_id is not None else None
+
+
+class RefusedError(Exception):
+    """Why a request is not let in: its status, the reason and headers."""
+
+    def __init__(self, code: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.headers = headers
+
+    def http(self) -> HTTPException:
+        """As the app answers it."""
+        return HTTPException(self.code, self.detail, headers=self.headers)
+
+
+def _unauthorized(detail: str = UNAUTHORIZED) -> RefusedError:
+    return RefusedError(status.HTTP_401_UNAUTHORIZED, detail, {"WWW-Authenticate": "Bearer"})
+
+
+def identify(
+    context: ApiContext,
+    *,
+    method: str,
+    authorization: str | None,
+    cookies: Mapping[str, str],
+    csrf: str | None,
+) -> Caller:
+    """The caller of a request, from its bearer token, else its session cookie; a change
+    (POST, PUT, PATCH, DELETE) made with a session must carry the session's CSRF token.
+    RefusedError (401, 403) otherwise. Blocking: it may ask the database, and raises what
+    the stores raise while that is away."""
+    scheme, token = get_authorization_scheme_param(authorization)
+    if scheme.lower() == "bearer" and token:
+        user = user_for_token(context, token)
+        if user is None:
+            raise _unauthorized()
+        return Caller(user, token=token)
+    session_id = cookies.get(SECURE_SESSION_COOKIE) or cookies.get(SESSION_COOKIE)
+    if not session_id or context.accounts is None:
+        raise _unauthorized()
+    session = context.accounts.sessions.get(session_id)
+    if session is None:
+        raise _unauthorized(SESSION_ENDED)
+    if method.upper() in UNSAFE_METHODS and not csrf_matches(session_id, csrf):
+        why = "does not match this session" if csrf else "is missing"
+        raise RefusedError(
+            status.HTTP_403_FORBIDDEN,
+            f"the {CSRF_HEADER} header {why}: a change made with a session cookie must send "
+            "the session's csrf_token (from the login's answer or GET /api/v1/session)",
+        )
+    return Caller(session.user, session_id=session_id, session=session)
+
 
 def user_for_token(context: ApiContext, token: str) -> User | None:
-    """The bootstrap admin or the stored user with this token, or None (blocking: it may ask
-    the database, and raises what UserStore.by_token raises while that is away)."""
-    if secrets.compare_digest(token.encode(), context.admin_token.encode()):
+    """The bootstrap admin (unless revoked) or the stored user with this unexpired token, or
+    None (blocking: it may ask the database, and raises what UserStore.by_token raises while
+    that is away)."""
+    admin = context.admin_token
+    if (
+        admin is not None
+        and secrets.compare_digest(token.encode(), admin.encode())
+        and not context.bootstrap_revoked()
+    ):
         return ADMIN
     return context.users.by_token(token) if context.users is not None else None
 
 
-def require_token(
+def require_caller(
+    request: Request,
     context: ContextDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> User:
-    """The user whose bearer token this is: the bootstrap admin or a stored user."""
-    user = user_for_token(context, credentials.credentials) if credentials is not None else None
-    if user is not None:
-        return user
-    raise HTTPException(
-        status.HTTP_401_UNAUTHORIZED,
-        "a valid bearer token is required",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
+    _session: Annotated[str | None, Depends(_cookie)],
+) -> Caller:
+    """Who calls: by bearer token or session cookie (identify); as BodyGate found it, if it
+    looked already."""
+    known = request.scope.get("state", {}).get(CALLER)
+    if isinstance(known, Caller):
+        return known
+    authorization = f"Bearer {credentials.credentials}" if credentials is not None else None
+    try:
+        return identify(
+            context,
+            method=request.method,
+            authorization=authorization,
+            cookies=request.cookies,
+            csrf=request.headers.get(CSRF_HEADER),
+        )
+    except RefusedError as refused:
+        raise refused.http() from None
+
+
+CurrentCaller = Annotated[Caller, Depends(require_caller)]
+
+
+def require_token(caller: CurrentCaller) -> User:
+    """The user who calls, by bearer token or session (the name is older than sessions)."""
+    return caller.user
 
 
 CurrentUser = Annotated[User, Depends(require_token)]
@@ -95,12 +205,14 @@ async def monitoring_allowed(
     context: ContextDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> bool:
-    """True for the metrics token or the bootstrap admin token. Stored users are not looked up:
-    monitoring must answer while the database does not."""
+    """True for the metrics token or the bootstrap admin token (unless revoked). Stored users
+    are not looked up: monitoring must answer while the database does not."""
     if credentials is None:
         return False
     token = credentials.credentials
-    return _same(token, context.metrics_token) or _same(token, context.admin_token)
+    if _same(token, context.metrics_token):
+        return True
+    return not context.bootstrap_revoked() and _same(token, context.admin_token)
 
 
 MonitoringAllowed = Annotated[bool, Depends(monitoring_allowed)]
@@ -114,6 +226,34 @@ async def require_monitoring(allowed: MonitoringAllowed) -> None:
             "the metrics token or the admin token is required",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+def client_address(request: Request) -> str | None:
+    """The client's address (behind a trusted proxy, the one it names: [auth]
+    trusted_proxies)."""
+    return request.client.host if request.client is not None else None
+
+
+@dataclass(frozen=True)
+class AuditTrail:
+    """Records what the caller of a request changes, in the audit log (core/audit.py)."""
+
+    accounts: Accounts | None
+    actor: str
+    address: str | None
+
+    def record(self, action: str, object: str | None = None, **detail: Any) -> None:
+        """An entry: `action` on `object`, with what changed in `detail` (never secrets)."""
+        if self.accounts is not None:
+            self.accounts.audit.record(self.actor, action, object, self.address, detail)
+
+
+def audit_trail(request: Request, context: ContextDep, caller: CurrentCaller) -> AuditTrail:
+    """The audit trail of this request's caller."""
+    return AuditTrail(context.accounts, caller.user.name, client_address(request))
+
+
+AuditDep = Annotated[AuditTrail, Depends(audit_trail)]
 
 
 def require_database(context: ContextDep, _user: CurrentUser) -> None:
@@ -146,17 +286,15 @@ def narrow(wanted: list[str] | None, visible: list[str] | None) -> list[str] | N
     return [i for i in wanted if i in set(visible)]
 
 
-def bearer_token(
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str | None:
-    """The bearer token as sent (for a long request to check later that it still holds)."""
-    return credentials.credentials if credentials is not None else None
-
-
-def token_still_valid(context: ApiContext, token: str) -> bool:
-    """Whether the token would still be let in (a revoked user's is not); while the database
-    is away, yes: a duty officer's stream is not cut for an outage."""
+def still_valid(context: ApiContext, caller: Caller, *, touch: bool = False) -> bool:
+    """Whether the caller would still be let in (a revoked user, an expired token, an ended
+    session are not); `touch`: a session's check counts as its use. While the database is
+    away, yes: a duty officer's stream is not cut for an outage."""
     try:
-        return user_for_token(context, token) is not None
+        if caller.session_id is not None:
+            if context.accounts is None:
+                return False
+            return context.accounts.sessions.get(caller.session_id, touch=touch) is not None
+        return caller.token is None or user_for_token(context, caller.token) is not None
     except (DatabaseUnavailableError, SQLAlchemyError):
         return True

@@ -1,11 +1,13 @@
-"""Who asks comes before what they send: the bearer token first, then a body within a limit.
+"""Who asks comes before what they send: the caller first, then a body within a limit.
 
 A pure ASGI middleware (not BaseHTTPMiddleware: nothing is buffered, the live stream least of
 all). A request that carries a body (POST, PUT, PATCH, DELETE, or any request declaring one):
 
-- under `/api`, is answered 401 without a byte of its body read unless its bearer token is
-  valid (the bootstrap admin's or a user's, as `api.deps.require_token` checks it; the
-  database away: 503, as the app answers it);
+- under `/api`, is answered 401 without a byte of its body read unless its bearer token or
+  session cookie is valid, and 403 if it comes with a session but without the session's CSRF
+  token (as `api.deps.identify` checks them; the database away: 503, as the app answers it).
+  The login itself (POST /api/v1/session) is the one exception: it is how a session begins;
+  its body is limited like any other;
 - with a `Content-Length` over its route's limit, is answered 413 at once, nothing read;
 - without one (chunked), is counted as it streams in and cut off with 413 as soon as it
   passes the limit.
@@ -22,20 +24,18 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from fastapi.security.utils import get_authorization_scheme_param
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import Request, cookie_parser
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import ApiContext, user_for_token
+from api.deps import CALLER, CSRF_HEADER, LOGIN_PATH, ApiContext, RefusedError, identify
 from core.settings import ApiSettings, TicketSettings
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Boundaries, part headers, a file name and a note of 5,000 characters fit in this.
 MULTIPART_OVERHEAD = 64 << 10
-UNAUTHORIZED = "a valid bearer token is required"  # as api.deps.require_token says it
 _UPLOAD = re.compile(r"/api/v1/tickets/[^/]+/attachments/?")
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
@@ -112,7 +112,7 @@ class BodyGate:
             await self.app(scope, receive, send)  # no body: untouched (the live stream)
             return
         path: str = scope["path"]
-        if path == "/api" or path.startswith("/api/"):
+        if (path == "/api" or path.startswith("/api/")) and (method, path) != ("POST", LOGIN_PATH):
             refusal = await self._refusal(scope, headers)
             if refusal is not None:
                 await refusal(scope, receive, send)
@@ -134,15 +134,25 @@ class BodyGate:
                 raise
 
     async def _refusal(self, scope: Scope, headers: Headers) -> Response | None:
-        """None if the request's bearer token is valid, else the answer to give."""
-        scheme, token = get_authorization_scheme_param(headers.get("authorization"))
-        if scheme.lower() != "bearer" or not token:
-            return _unauthorized()
+        """None if the request's caller is let in (left in the scope's state for the app's
+        dependencies), else the answer to give."""
         try:
-            user = await asyncio.to_thread(user_for_token, self.context, token)
+            caller = await asyncio.to_thread(
+                identify,
+                self.context,
+                method=scope["method"],
+                authorization=headers.get("authorization"),
+                cookies=cookie_parser(headers.get("cookie", "")),
+                csrf=headers.get(CSRF_HEADER),
+            )
+        except RefusedError as refused:
+            return JSONResponse(
+                {"detail": refused.detail}, status_code=refused.code, headers=refused.headers
+            )
         except self.away as exc:
             return await self.on_away(Request(scope), exc)
-        return None if user is not None else _unauthorized()
+        scope.setdefault("state", {})[CALLER] = caller
+        return None
 
 
 class _Cap:
@@ -179,10 +189,3 @@ class _Cap:
 
 def _answer(status_code: int, reason: str) -> JSONResponse:
     return JSONResponse({"detail": reason}, status_code=status_code)
-
-
-def _unauthorized() -> JSONResponse:
-    """As api.deps.require_token answers."""
-    return JSONResponse(
-        {"detail": UNAUTHORIZED}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
-    )

@@ -335,6 +335,74 @@ def _no_password() -> str:
     raise ValueError("tls_keyfile is encrypted; give it unencrypted (mode 0600)")
 
 
+class AuthSettings(BaseModel):
+    """People logging in: passwords, sessions, lock-out; tokens for machines (docs/access.md)."""
+
+    model_config = _SECTION
+    password_min_length: int = Field(
+        default=12, ge=8, le=128, description="shortest password accepted, characters"
+    )
+    idle_timeout_min: float = Field(
+        default=30,
+        ge=1,
+        le=1440,
+        description="a session unused this long ends, minutes (an open live stream counts as "
+        "use when stream_keeps_session is true)",
+    )
+    absolute_timeout_h: float = Field(
+        default=12,
+        gt=0,
+        le=168,
+        description="a session ends this long after its login whatever its use, hours (a duty "
+        "shift)",
+    )
+    stream_keeps_session: bool = Field(
+        default=True,
+        description="an open live stream keeps its session from the idle timeout (the duty "
+        "desk's console shows alarms without being clicked)",
+    )
+    cookie_secure: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="the session cookie's Secure attribute: auto when the login came over "
+        "HTTPS (X-Forwarded-Proto from a trusted proxy counts), always, or never",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        description="addresses whose X-Forwarded-For and X-Forwarded-Proto are believed (the "
+        "client's address for lock-out and the audit log; HTTPS for the cookie); * for any",
+    )
+    lockout_user_failures: int = Field(
+        default=5, ge=1, le=1000, description="failed logins of one user name before a wait"
+    )
+    lockout_address_failures: int = Field(
+        default=20, ge=1, le=100_000, description="failed logins from one address before a wait"
+    )
+    lockout_base_s: float = Field(
+        default=60, ge=1, le=86400, description="the first wait, seconds; doubled each failure"
+    )
+    lockout_max_s: float = Field(
+        default=3600, ge=1, le=7 * 86400, description="the longest wait, seconds"
+    )
+    lockout_forget_h: float = Field(
+        default=24,
+        gt=0,
+        le=8760,
+        description="failures of a user or address are forgotten after this long without one, "
+        "hours (a login resets them at once)",
+    )
+    token_days: int = Field(
+        default=365, ge=1, le=3650, description="a new API token expires after this many days"
+    )
+
+    @model_validator(mode="after")
+    def _check_times(self) -> AuthSettings:
+        if self.absolute_timeout_h * 60 < self.idle_timeout_min:
+            raise ValueError("absolute_timeout_h must not be shorter than idle_timeout_min")
+        if self.lockout_max_s < self.lockout_base_s:
+            raise ValueError("lockout_max_s must not be shorter than lockout_base_s")
+        return self
+
+
 class Settings(BaseSettings):
     """Configuration of one hazardwatch process (contract section 4)."""
 
@@ -408,6 +476,11 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(
         default_factory=IngestSettings,
         description="checks on device input ([ingest] in TOML, HAZARDWATCH_INGEST__*)",
+    )
+    auth: AuthSettings = Field(
+        default_factory=AuthSettings,
+        description="logins, sessions, lock-out and token expiry ([auth] in TOML, "
+        "HAZARDWATCH_AUTH__*)",
     )
     deadletters: DeadLetterSettings = Field(
         default_factory=DeadLetterSettings,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
 import sys
 from collections.abc import Callable
@@ -69,17 +70,46 @@ def cmd_registry_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _user_store(args: argparse.Namespace) -> Any:
+def _accounts(args: argparse.Namespace) -> Any:
+    from core.accounts import Accounts
     from core.db import make_engine, upgrade
-    from core.users import UserStore
 
     settings = _settings(args)
     upgrade(settings.sql_url)
-    return UserStore(make_engine(settings.sql_url))
+    return Accounts(make_engine(settings.sql_url), settings.auth)
+
+
+def _actor() -> str:
+    """Who acts, in the audit log: the command line and the account running it."""
+    try:
+        who = getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (a bare container)
+        who = "unknown"
+    return f"cli:{who}"[:64]
+
+
+def _password(args: argparse.Namespace, name: str) -> str:
+    """The password: the first line of stdin (--password-stdin), else asked twice at the
+    terminal (never an argument: it would show in the process list and the shell history)."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise HazardwatchError(
+            "no terminal to ask for the password: pipe it in with --password-stdin"
+        )
+    first = getpass.getpass(f"password for {name}: ")
+    if getpass.getpass("the same again: ") != first:
+        raise HazardwatchError("the two passwords differ: nothing changed")
+    return first
+
+
+def _day(moment: Any) -> str:
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
-    """Add an API user and print their token, once."""
+    """Add a user: a person with a password (asked for), a machine with a token (printed
+    once), or both."""
     from core.users import Role, User
 
     user = User(
@@ -89,27 +119,108 @@ def cmd_user_add(args: argparse.Namespace) -> int:
         institutions=tuple(args.institution),
         towns=tuple(args.town),
     )
-    token = _user_store(args).add(user)
+    wants_password = args.password or args.password_stdin
+    password = _password(args, user.name) if wants_password else None
+    accounts = _accounts(args)
+    token = accounts.add_user(
+        user,
+        password=password,
+        with_token=args.token or not wants_password,
+        token_days=args.expires_days,
+        actor=_actor(),
+    )
+    accounts.audit.flush()
+    how = "logs in with a password" if password is not None else ""
+    if token is None:
+        print(f"user {user.name} ({user.role}) added; {how}")
+        return 0
+    days = args.expires_days or accounts.settings.token_days
+    also = f"{how}, " if how else ""
     # The token goes to the terminal only, this once: only its hash is kept.
-    print(f"user {user.name} ({user.role}) added; bearer token: {token}")
+    print(
+        f"user {user.name} ({user.role}) added; {also}token expires in {days} days; "
+        f"bearer token: {token}"
+    )
     return 0
 
 
 def cmd_user_list(args: argparse.Namespace) -> int:
-    """List the API users (never their tokens)."""
-    for user, disabled in _user_store(args).list():
+    """List the users and how they get in (never a secret)."""
+    for account in _accounts(args).users.accounts():
+        user = account.user
         scope = ", ".join(user.institutions + user.towns) or "all institutions"
-        state = " (revoked)" if disabled else ""
-        print(f"{user.name}\t{user.role}\t{user.display_name}\t{scope}{state}")
+        ways = ["password"] if account.has_password else []
+        if account.token_expires_at is not None:
+            ways.append(f"token until {_day(account.token_expires_at)}")
+        if account.previous_token_until is not None:
+            ways.append(f"old token until {_day(account.previous_token_until)}")
+        state = " (revoked)" if account.disabled else ""
+        print(
+            f"{user.name}\t{user.role}\t{user.display_name}\t{scope}\t"
+            f"{'; '.join(ways) or '-'}{state}"
+        )
     return 0
 
 
 def cmd_user_revoke(args: argparse.Namespace) -> int:
-    """Disable a user; their token stops working."""
-    if not _user_store(args).revoke(args.name):
+    """Disable a user; their token and their sessions stop working."""
+    accounts = _accounts(args)
+    done = accounts.revoke(args.name, actor=_actor())
+    accounts.audit.flush()
+    if not done:
         print(f"hazardwatch: no user {args.name!r}", file=sys.stderr)
         return 2
     print(f"user {args.name} revoked")
+    return 0
+
+
+def cmd_user_passwd(args: argparse.Namespace) -> int:
+    """Set a user's password (an admin's reset): their sessions end."""
+    password = _password(args, args.name)
+    accounts = _accounts(args)
+    ended = accounts.reset_password(args.name, password, actor=_actor())
+    accounts.audit.flush()
+    print(f"password of {args.name} set; {ended} session(s) ended")
+    return 0
+
+
+def cmd_user_rotate_token(args: argparse.Namespace) -> int:
+    """A new token for a user, printed once; the old one stops working (after the grace)."""
+    from datetime import timedelta
+
+    accounts = _accounts(args)
+    grace = timedelta(hours=args.grace_hours)
+    token = accounts.rotate_token(
+        args.name, grace=grace, token_days=args.expires_days, actor=_actor()
+    )
+    accounts.audit.flush()
+    old = f"works for {args.grace_hours:g} more hours" if grace else "stops working now"
+    days = args.expires_days or accounts.settings.token_days
+    print(
+        f"new token of {args.name} expires in {days} days; the old one {old}; bearer token: {token}"
+    )
+    return 0
+
+
+def cmd_user_unlock(args: argparse.Namespace) -> int:
+    """Forget a user name's failed logins: its lock-out ends."""
+    accounts = _accounts(args)
+    accounts.unlock(args.name, actor=_actor())
+    accounts.audit.flush()
+    print(f"failed logins of {args.name} forgotten")
+    return 0
+
+
+def cmd_admin_token_revoke(args: argparse.Namespace) -> int:
+    """Refuse the bootstrap admin token from now on (once a real admin exists)."""
+    settings = _settings(args)
+    accounts = _accounts(args)
+    marker = accounts.revoke_bootstrap_token(settings.data_dir, actor=_actor())
+    accounts.audit.flush()
+    print(
+        f"the bootstrap admin token is refused from now on (within seconds by a running "
+        f"service); HAZARDWATCH_ADMIN_TOKEN may be removed. Marker: {marker}"
+    )
     return 0
 
 
@@ -161,6 +272,107 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _password_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    if required:
+        parser.set_defaults(password=True)
+        parser.add_argument(
+            "--password-stdin",
+            action="store_true",
+            help="read the password from the first line of stdin (default: ask twice)",
+        )
+        return
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--password", action="store_true", help="ask for a password, twice")
+    group.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin's first line"
+    )
+
+
+def _days(text: str) -> int:
+    try:
+        days = int(text)
+    except ValueError:
+        days = 0
+    if not 1 <= days <= 3650:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days from 1 to 3650")
+    return days
+
+
+def _expiry_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--expires-days",
+        type=_days,
+        metavar="DAYS",
+        help="the token expires after this many days, 1-3650 (default [auth] token_days, 365)",
+    )
+
+
+def _add_user_verbs(verbs: Any, common: argparse.ArgumentParser) -> None:
+    """`user …` and `admin-token …`."""
+    user = verbs.add_parser("user", help="users: passwords, tokens, revocation")
+    user_verbs = user.add_subparsers(dest="user_verb", required=True)
+    add = user_verbs.add_parser(
+        "add",
+        parents=[common],
+        help="add a user: with --password a person (asked for it), else a machine (a token)",
+    )
+    add.add_argument("name", help="login name")
+    add.add_argument(
+        "--role",
+        required=True,
+        choices=["admin", "duty_officer", "bureau", "town_office", "institution", "contractor"],
+    )
+    add.add_argument("--display-name", help="name shown in the audit trail's context")
+    add.add_argument(
+        "--institution", action="append", default=[], help="an institution id (repeat)"
+    )
+    add.add_argument("--town", action="append", default=[], help="a town, for town_office")
+    _password_options(add, required=False)
+    add.add_argument(
+        "--token",
+        action="store_true",
+        help="a bearer token too (a user without a password always gets one)",
+    )
+    _expiry_option(add)
+    add.set_defaults(func=cmd_user_add)
+    user_verbs.add_parser("list", parents=[common], help="list users").set_defaults(
+        func=cmd_user_list
+    )
+    revoke = user_verbs.add_parser(
+        "revoke", parents=[common], help="disable a user: token and sessions stop working"
+    )
+    revoke.add_argument("name")
+    revoke.set_defaults(func=cmd_user_revoke)
+    passwd = user_verbs.add_parser(
+        "passwd", parents=[common], help="set a user's password (their sessions end)"
+    )
+    passwd.add_argument("name")
+    _password_options(passwd, required=True)
+    passwd.set_defaults(func=cmd_user_passwd)
+    rotate = user_verbs.add_parser(
+        "rotate-token", parents=[common], help="a new token for a user, printed once"
+    )
+    rotate.add_argument("name")
+    rotate.add_argument(
+        "--grace-hours",
+        type=float,
+        default=0.0,
+        help="the old token works this much longer, at most 168 (default 0: stops now)",
+    )
+    _expiry_option(rotate)
+    rotate.set_defaults(func=cmd_user_rotate_token)
+    unlock = user_verbs.add_parser(
+        "unlock", parents=[common], help="forget a user name's failed logins (lock-out ends)"
+    )
+    unlock.add_argument("name")
+    unlock.set_defaults(func=cmd_user_unlock)
+    bootstrap = verbs.add_parser("admin-token", help="the bootstrap admin token")
+    bootstrap_verbs = bootstrap.add_subparsers(dest="admin_token_verb", required=True)
+    bootstrap_verbs.add_parser(
+        "revoke", parents=[common], help="refuse it from now on (an admin user must exist)"
+    ).set_defaults(func=cmd_admin_token_revoke)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every verb with its options."""
     common = argparse.ArgumentParser(add_help=False)
@@ -198,27 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp = registry_verbs.add_parser("import", parents=[common], help="import a CSV or YAML file")
     imp.add_argument("file", type=Path)
     imp.set_defaults(func=cmd_registry_import)
-    user = verbs.add_parser("user", help="API users and their tokens")
-    user_verbs = user.add_subparsers(dest="user_verb", required=True)
-    add = user_verbs.add_parser("add", parents=[common], help="add a user; prints the token")
-    add.add_argument("name", help="login name")
-    add.add_argument(
-        "--role",
-        required=True,
-        choices=["admin", "duty_officer", "bureau", "town_office", "institution", "contractor"],
-    )
-    add.add_argument("--display-name", help="name shown in the audit trail's context")
-    add.add_argument(
-        "--institution", action="append", default=[], help="an institution id (repeat)"
-    )
-    add.add_argument("--town", action="append", default=[], help="a town, for town_office")
-    add.set_defaults(func=cmd_user_add)
-    user_verbs.add_parser("list", parents=[common], help="list users").set_defaults(
-        func=cmd_user_list
-    )
-    revoke = user_verbs.add_parser("revoke", parents=[common], help="disable a user")
-    revoke.add_argument("name")
-    revoke.set_defaults(func=cmd_user_revoke)
+    _add_user_verbs(verbs, common)
     report = verbs.add_parser("report", help="monthly reports of the hazard ledger")
     report_verbs = report.add_subparsers(dest="report", required=True)
     for name, what in (

@@ -30,18 +30,19 @@ def _register_fleet(service: Service, args: argparse.Namespace) -> None:
     parts.institutions.load()
 
 
-def _banner(settings: Settings, broker_url: str, token: str) -> str:
+def _banner(settings: Settings, broker_url: str, token: str | None) -> str:
     scheme = "https" if settings.api.tls else "http"
     api = f"{scheme}://{settings.api_host}:{settings.api_port}"
     docs = f"{api}/docs   " if settings.api.docs else ""
+    shown = token or "(the bootstrap token is revoked: use a user's token)"
     return "\n".join(
         [
             "",
             "hazardwatch demo is running (Ctrl-C stops it)",
             f"  MQTT broker   {broker_url}   (topics hazardwatch/v1/#)",
             f"  HTTP API      {docs}health {api}/readyz   metrics {api}/metrics (token below)",
-            f"  API token     Authorization: Bearer {token}",
-            f"  dead letters  curl -H 'Authorization: Bearer {token}' {api}/api/v1/dead-letters",
+            f"  API token     Authorization: Bearer {shown}",
+            f"  dead letters  curl -H 'Authorization: Bearer {shown}' {api}/api/v1/dead-letters",
             f"  data          {settings.data_dir.resolve()}",
             "",
         ]

@@ -21,6 +21,7 @@ from alerts.metrics import AlertCollector
 from alerts.outputs import InfluxAlertOutput, MqttOutput, WebhookOutput
 from alerts.stage import AlertStage
 from alerts.store import AlertStore
+from core.accounts import Accounts
 from core.consumers import Consumer, feed
 from core.db import DatabaseWatch, Timeouts, WalCheckpointer, make_engine, session_factory
 from core.eventlog import JournalEventLog
@@ -70,6 +71,7 @@ class Parts:
     database: DatabaseWatch
     repository: RegistryRepository
     users: UserStore
+    accounts: Accounts
     institutions: InstitutionCache
     directory: DeviceDirectory
     events: JournalEventLog
@@ -138,12 +140,15 @@ class Parts:
             WebhookOutput(hook, http, institutions.get, events, checkpoints)
             for hook in settings.alerts.webhooks
         ]
+        users = UserStore(engine, away=lambda: watch.away)
+        accounts = Accounts(engine, settings.auth, away=lambda: watch.away, users=users)
         parts = cls(
             settings,
             endpoint,
             watch,
             repository,
-            UserStore(engine, away=lambda: watch.away),
+            users,
+            accounts,
             institutions,
             directory,
             events,
@@ -196,6 +201,7 @@ class Parts:
             TaskSpec("event-log-prune", self._prune),
             TaskSpec("dead-letter-prune", self._prune_dead_letters),
             TaskSpec("attachment-orphans", self._remove_orphans, depends_on="the database"),
+            TaskSpec("audit-writer", self.accounts.audit.run, depends_on="the database"),
         ]
         if self.checkpointer.needed:
             specs.append(TaskSpec("wal-checkpoint", self.checkpointer.run))
@@ -252,6 +258,8 @@ class Parts:
 
     def close(self) -> None:
         """Release files and connections (after every task has ended)."""
+        with contextlib.suppress(Exception):  # the database away: logged by the task already
+            self.accounts.audit.flush()
         self.ingest.close()
         self.http.close()
         self.events.close()

@@ -31,6 +31,7 @@ from api.app import create_app
 from api.deps import ApiContext
 from api.limits import BodyLimits
 from api.streams import StreamSlots
+from core.accounts import GENERATED_TOKEN, BootstrapMarker
 from core.db import upgrade
 from core.health import Health
 from core.settings import EMBEDDED_BROKER_PORT, MqttEndpoint, Settings
@@ -53,11 +54,21 @@ DRAIN_S = 3.0  # at shutdown, how long the consumers get to catch up with the lo
 Companion = Callable[["Service"], Coroutine[Any, Any, None]]
 
 
-def admin_token(settings: Settings) -> str:
-    """The configured token, or one generated at first start and kept in the data dir."""
+def admin_token(settings: Settings) -> str | None:
+    """The configured token, or one generated at first start and kept in the data dir; None
+    once revoked (`hazardwatch admin-token revoke`)."""
+    marker = BootstrapMarker(settings.data_dir)
+    if marker():
+        if settings.admin_token is not None:
+            log.warning(
+                "HAZARDWATCH_ADMIN_TOKEN is set, but the bootstrap token was revoked (%s): "
+                "it is refused; remove the setting",
+                marker.path,
+            )
+        return None
     if settings.admin_token is not None:
         return settings.admin_token.get_secret_value()
-    path = settings.data_dir / "admin_token"
+    path = settings.data_dir / GENERATED_TOKEN
     if path.exists():
         return path.read_text().strip()
     token = secrets.token_urlsafe(32)
@@ -150,6 +161,8 @@ class Service:
             database=parts.database,
             streams=StreamSlots(self.settings.stream.max_per_user, self.settings.stream.max_total),
             metrics_token=self.settings.api.metrics_bearer(),
+            accounts=parts.accounts,
+            bootstrap_revoked=BootstrapMarker(self.settings.data_dir),
             readiness={
                 "broker": parts.ingest.source.connected.is_set,
                 "store": parts.ingest.sink.ping,
@@ -187,6 +200,10 @@ async def run(
             port=settings.api_port,
             log_level="warning",
             lifespan="off",
+            # The client's address (lock-out, audit log) and scheme (the cookie's Secure) as
+            # a trusted reverse proxy gives them.
+            proxy_headers=True,
+            forwarded_allow_ips=settings.auth.trusted_proxies,
             timeout_graceful_shutdown=HTTP_GRACE_S - 1,  # a client cannot hold us longer
             # Both set: HTTPS only on this port. uvicorn builds the TLS context with Python's
             # defaults: TLS 1.2 at least, no SHA-1, RC4, 3DES or anonymous suites.

@@ -8,6 +8,8 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from alerts.stage import AlertStage
 from api.deps import (
+    AuditDep,
+    AuditTrail,
     ContextDep,
     CurrentUser,
     NeedsDatabase,
@@ -79,18 +81,26 @@ def get_alert(alert_id: str, context: ContextDep, user: CurrentUser) -> AlertDet
 
 @router.post("/{alert_id}/ack")
 def acknowledge(
-    alert_id: str, context: ContextDep, user: CurrentUser, body: AlertAct | None = None
+    alert_id: str,
+    context: ContextDep,
+    user: CurrentUser,
+    audit: AuditDep,
+    body: AlertAct | None = None,
 ) -> Alert:
     """Acknowledge, with an optional note; a cleared alarm is then resolved."""
-    return _act(context, alert_id, user, body, resolve=False)
+    return _act(context, alert_id, user, audit, body, resolve=False)
 
 
 @router.post("/{alert_id}/resolve")
 def resolve(
-    alert_id: str, context: ContextDep, user: CurrentUser, body: AlertAct | None = None
+    alert_id: str,
+    context: ContextDep,
+    user: CurrentUser,
+    audit: AuditDep,
+    body: AlertAct | None = None,
 ) -> Alert:
     """Resolve an acknowledged or cleared alert, with an optional note."""
-    return _act(context, alert_id, user, body, resolve=True)
+    return _act(context, alert_id, user, audit, body, resolve=True)
 
 
 def _with_tickets(context: ContextDep, found: list[Alert]) -> list[Alert]:
@@ -110,20 +120,27 @@ def _visible(context: ContextDep, user: User, alert: Alert | None, alert_id: str
 
 
 def _act(
-    context: ContextDep, alert_id: str, user: User, body: AlertAct | None, *, resolve: bool
+    context: ContextDep,
+    alert_id: str,
+    user: User,
+    audit: AuditTrail,
+    body: AlertAct | None,
+    *,
+    resolve: bool,
 ) -> Alert:
     engine = _stage(context).engine
     alert = engine.open_alert(alert_id)  # on the board: no database needed
     if alert is None:  # resolved, or no such alert: the database says which
         require_database(context, user)
         alert = engine.get(alert_id)
-    _visible(context, user, alert, alert_id)
+    before = _visible(context, user, alert, alert_id)
     require(user.may_acknowledge, f"a {user.role} user cannot acknowledge or resolve alerts")
     note = body.note if body else None
     try:
         if resolve:
-            return engine.resolve(alert_id, user.name, note)
-        return engine.acknowledge(alert_id, user.name, note)
+            done = engine.resolve(alert_id, user.name, note)
+        else:
+            done = engine.acknowledge(alert_id, user.name, note)
     except NotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except InvalidTransitionError as exc:
@@ -134,3 +151,11 @@ def _act(
             f"the change is made but not yet durable (the event log cannot be written: {exc}); "
             "it is written as soon as the disk takes writes again",
         ) from None
+    audit.record(
+        "alert_resolved" if resolve else "alert_acknowledged",
+        f"alert:{alert_id}",
+        institution=done.institution,
+        state={"from": before.state, "to": done.state},
+        note=note,
+    )
+    return done

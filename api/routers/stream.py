@@ -18,7 +18,7 @@ import orjson
 from fastapi import APIRouter, Depends, Header, HTTPException, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from api.deps import ContextDep, CurrentUser, bearer_token, scope, token_still_valid
+from api.deps import ContextDep, CurrentCaller, CurrentUser, scope, still_valid
 from core.eventlog import LogEvent
 from core.ports import EventCursor, EventLog
 
@@ -28,7 +28,7 @@ RETRY_MS = 2000  # browsers reconnect after this, sending Last-Event-ID to resum
 BATCH = 200
 KEEPALIVE_S = 15.0  # a comment now and then: proxies and browsers keep the connection open
 WAIT_S = 1.0  # how often a quiet stream looks whether the service is shutting down
-RECHECK_S = 5.0  # how often a stream checks that its token still holds (revoked: it ends)
+RECHECK_S = 5.0  # how often a stream checks that its token or session still holds
 _POSITION = re.compile(r"[0-9]{1,19}")  # ASCII digits, a 64-bit position at most
 
 
@@ -49,18 +49,21 @@ async def stream(
     context: ContextDep,
     user: CurrentUser,
     events: Annotated[EventLog, Depends(_may_open)],
-    token: Annotated[str | None, Depends(bearer_token)],
+    caller: CurrentCaller,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Events `alert` ({action, at, actor, note, alert}) and `ticket` ({action, at, actor,
     note, ticket, alert_id, …}); the id of each is its position in the event log. A stream
-    ends within seconds of its user being revoked; each user may have a few open at once
-    (`[stream]` settings; more: 429)."""
+    ends within seconds of its user being revoked, its token expiring or its session ending
+    (an open stream keeps its session from the idle timeout, unless `[auth]
+    stream_keeps_session` is false); each user may have a few open at once (`[stream]`
+    settings; more: 429). A browser's EventSource sends the session cookie."""
     visible = await asyncio.to_thread(scope, context, user)
     mine = None if visible is None else frozenset(visible)
     start, reset = _start(events, last_event_id)
     cursor = events.cursor(start)
     context.streams.take(user.name)
+    keep = context.accounts is not None and context.accounts.settings.stream_keeps_session
     try:
         yield ServerSentEvent(comment="hazardwatch stream", retry=RETRY_MS)
         if reset is not None:
@@ -68,10 +71,11 @@ async def stream(
         quiet = 0.0
         check_at = time.monotonic() + RECHECK_S
         while not context.closing.is_set():
-            if token is not None and time.monotonic() >= check_at:
+            if time.monotonic() >= check_at:
                 check_at = time.monotonic() + RECHECK_S
-                if not await asyncio.to_thread(token_still_valid, context, token):
-                    yield ServerSentEvent(comment="the token was revoked")
+                if not await asyncio.to_thread(still_valid, context, caller, touch=keep):
+                    ended = "token was revoked" if caller.token else "session has ended"
+                    yield ServerSentEvent(comment=f"the {ended}")
                     return
             batch = await _next(cursor)
             if not batch:

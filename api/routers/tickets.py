@@ -8,7 +8,16 @@ from fastapi import APIRouter, Form, HTTPException, Query, Response, UploadFile,
 from fastapi.responses import FileResponse
 from pydantic import AwareDatetime
 
-from api.deps import ContextDep, CurrentUser, NeedsDatabase, narrow, require, scope
+from api.deps import (
+    AuditDep,
+    AuditTrail,
+    ContextDep,
+    CurrentUser,
+    NeedsDatabase,
+    narrow,
+    require,
+    scope,
+)
 from api.permissions import may_report, may_take, may_waive_verification
 from api.schemas import (
     EvidenceLink,
@@ -82,7 +91,9 @@ def get_ticket(ticket_id: str, context: ContextDep, user: CurrentUser) -> Ticket
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_ticket(body: TicketCreate, context: ContextDep, user: CurrentUser) -> Ticket:
+def create_ticket(
+    body: TicketCreate, context: ContextDep, user: CurrentUser, audit: AuditDep
+) -> Ticket:
     """A hazard found by self-inspection, supervisory inspection or a verified public report."""
     ledger = _stage(context).ledger
     source = TicketSource(body.source)
@@ -108,70 +119,103 @@ def create_ticket(body: TicketCreate, context: ContextDep, user: CurrentUser) ->
             )
     fields = body.model_dump(exclude={"source", "evidence"})
     try:
-        return ledger.create(
+        ticket = ledger.create(
             actor=user.name, source=source, evidence=_evidence(body.evidence, {}), **fields
         )
     except (NotFoundError, InvalidInputError) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     except InvalidTransitionError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    audit.record(
+        "ticket_created",
+        f"ticket:{ticket.id}",
+        institution=ticket.institution,
+        source=source.value,
+        category=ticket.category,
+        major_hazard=ticket.major_hazard,
+        status=ticket.status,
+        evidence=[link.name or link.url or link.sha256 for link in body.evidence],
+    )
+    return ticket
 
 
 @router.post("/{ticket_id}/assign")
-def assign(ticket_id: str, body: TicketAssign, context: ContextDep, user: CurrentUser) -> Ticket:
+def assign(
+    ticket_id: str, body: TicketAssign, context: ContextDep, user: CurrentUser, audit: AuditDep
+) -> Ticket:
     """open → assigned (or hand an assigned ticket on), optionally to another unit or person."""
     changes = body.model_dump(
         include={"responsible_unit", "responsible_person", "responsible_phone"},
         exclude_none=True,
     )
-    return _act(context, ticket_id, TicketAction.ASSIGNED, user, body, **changes)
+    return _act(context, ticket_id, TicketAction.ASSIGNED, user, body, audit=audit, **changes)
 
 
 @router.post("/{ticket_id}/start")
 def start(
-    ticket_id: str, context: ContextDep, user: CurrentUser, body: TicketStep | None = None
+    ticket_id: str,
+    context: ContextDep,
+    user: CurrentUser,
+    audit: AuditDep,
+    body: TicketStep | None = None,
 ) -> Ticket:
     """assigned → rectifying."""
-    return _act(context, ticket_id, TicketAction.STARTED, user, body)
+    return _act(context, ticket_id, TicketAction.STARTED, user, body, audit=audit)
 
 
 @router.post("/{ticket_id}/rectified")
 def rectified(
-    ticket_id: str, body: TicketRectified, context: ContextDep, user: CurrentUser
+    ticket_id: str, body: TicketRectified, context: ContextDep, user: CurrentUser, audit: AuditDep
 ) -> Ticket:
     """rectifying → awaiting_verification, with the measures taken (closed at once if the
     category needs no on-site verification)."""
-    return _act(context, ticket_id, TicketAction.RECTIFIED, user, body, measures=body.measures)
+    return _act(
+        context, ticket_id, TicketAction.RECTIFIED, user, body, audit=audit, measures=body.measures
+    )
 
 
 @router.post("/{ticket_id}/verify")
 def verify(
-    ticket_id: str, context: ContextDep, user: CurrentUser, body: TicketStep | None = None
+    ticket_id: str,
+    context: ContextDep,
+    user: CurrentUser,
+    audit: AuditDep,
+    body: TicketStep | None = None,
 ) -> Ticket:
     """awaiting_verification → closed (销号), by someone other than the rectifier."""
-    return _act(context, ticket_id, TicketAction.VERIFIED, user, body)
+    return _act(context, ticket_id, TicketAction.VERIFIED, user, body, audit=audit)
 
 
 @router.post("/{ticket_id}/reject")
 def reject(
-    ticket_id: str, context: ContextDep, user: CurrentUser, body: TicketStep | None = None
+    ticket_id: str,
+    context: ContextDep,
+    user: CurrentUser,
+    audit: AuditDep,
+    body: TicketStep | None = None,
 ) -> Ticket:
     """awaiting_verification → rectifying: verification failed."""
-    return _act(context, ticket_id, TicketAction.REJECTED, user, body)
+    return _act(context, ticket_id, TicketAction.REJECTED, user, body, audit=audit)
 
 
 @router.post("/{ticket_id}/reopen")
 def reopen(
-    ticket_id: str, context: ContextDep, user: CurrentUser, body: TicketStep | None = None
+    ticket_id: str,
+    context: ContextDep,
+    user: CurrentUser,
+    audit: AuditDep,
+    body: TicketStep | None = None,
 ) -> Ticket:
     """closed → open."""
-    return _act(context, ticket_id, TicketAction.REOPENED, user, body)
+    return _act(context, ticket_id, TicketAction.REOPENED, user, body, audit=audit)
 
 
 @router.post("/{ticket_id}/comment")
-def comment(ticket_id: str, body: TicketStep, context: ContextDep, user: CurrentUser) -> Ticket:
+def comment(
+    ticket_id: str, body: TicketStep, context: ContextDep, user: CurrentUser, audit: AuditDep
+) -> Ticket:
     """A note or evidence without a change of status."""
-    return _act(context, ticket_id, TicketAction.COMMENTED, user, body)
+    return _act(context, ticket_id, TicketAction.COMMENTED, user, body, audit=audit)
 
 
 @router.post("/{ticket_id}/attachments", status_code=status.HTTP_201_CREATED)
@@ -180,6 +224,7 @@ def upload(
     file: UploadFile,
     context: ContextDep,
     user: CurrentUser,
+    audit: AuditDep,
     note: Annotated[str | None, Form(max_length=5000)] = None,
 ) -> Evidence:
     """Keep a file (a photo of the repair, a signed form) as evidence of the ticket: stored on
@@ -206,6 +251,15 @@ def upload(
         )
     except (NotFoundError, InvalidTransitionError) as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    audit.record(
+        "attachment_uploaded",
+        f"ticket:{ticket_id}",
+        institution=ticket.institution,
+        file=evidence.name,
+        sha256=evidence.sha256,
+        size=evidence.size,
+        content_type=evidence.content_type,
+    )
     return evidence
 
 
@@ -284,23 +338,32 @@ def _act(
     action: TicketAction,
     user: User,
     body: TicketStep | None,
+    *,
+    audit: AuditTrail,
     **changes: Any,
 ) -> Ticket:
+    """A step on a ticket by `user`, recorded in the audit log."""
     stage = _stage(context)
     ledger: Ledger = stage.ledger
     ticket = _visible(context, user, stage.store.get(ticket_id), ticket_id)
     _refuse_if(may_take(user, action, ticket))
     body = body or TicketStep()
+    evidence = _evidence(body.evidence, _uploaded(stage, ticket_id) if body.evidence else {})
     try:
-        return ledger.act(
-            ticket_id,
-            action,
-            user.name,
-            note=body.note,
-            evidence=_evidence(body.evidence, _uploaded(stage, ticket_id) if body.evidence else {}),
-            **changes,
+        done = ledger.act(
+            ticket_id, action, user.name, note=body.note, evidence=evidence, **changes
         )
     except NotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except InvalidTransitionError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    audit.record(
+        f"ticket_{action.value}",
+        f"ticket:{ticket_id}",
+        institution=ticket.institution,
+        status={"from": ticket.status, "to": done.status},
+        changes=changes,
+        note=body.note,
+        evidence=[item.name for item in evidence],
+    )
+    return done

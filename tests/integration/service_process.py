@@ -40,16 +40,31 @@ class ServiceProcess:
         }
         self.process: subprocess.Popen[bytes] | None = None
 
-    def add_user(self, name: str, role: str, *scope: str) -> str:
-        """`hazardwatch user add`; the new user's token. `scope`: --institution/--town pairs."""
-        out = self.hazardwatch("user", "add", name, "--role", role, *scope)
+    def add_user(self, name: str, role: str, *scope: str, password: str | None = None) -> str:
+        """`hazardwatch user add`; the new user's token. `scope`: --institution/--town pairs.
+        With `password`, the user logs in with it too."""
+        if password is None:
+            out = self.hazardwatch("user", "add", name, "--role", role, *scope)
+        else:
+            out = self.hazardwatch(
+                "user",
+                "add",
+                name,
+                "--role",
+                role,
+                *scope,
+                "--password-stdin",
+                "--token",
+                stdin=f"{password}\n",
+            )
         return out.rsplit("bearer token: ", 1)[1].strip()
 
-    def hazardwatch(self, *args: str) -> str:
+    def hazardwatch(self, *args: str, stdin: str | None = None) -> str:
         """Run another verb with the same settings (e.g. `registry import`); its output."""
         done = subprocess.run(
             [sys.executable, "-m", "hazardwatch", *args],
             env=self.env,
+            input=stdin,
             capture_output=True,
             text=True,
             check=False,

@@ -12,17 +12,29 @@ from alembic.migration import MigrationContext
 from sqlalchemy import MetaData
 
 from alerts.tables import metadata as alert_metadata
+from core.audit import metadata as audit_metadata
 from core.checkpoints import metadata as checkpoint_metadata
 from core.db import make_engine, upgrade
+from core.lockout import metadata as lockout_metadata
 from core.registry.tables import Base
+from core.sessions import metadata as session_metadata
 from core.users import metadata as user_metadata
 from tickets.tables import metadata as ticket_metadata
 
 
 @pytest.mark.parametrize(
     "metadata",
-    [Base.metadata, alert_metadata, ticket_metadata, user_metadata, checkpoint_metadata],
-    ids=["registry", "alerts", "tickets", "users", "checkpoints"],
+    [
+        Base.metadata,
+        alert_metadata,
+        ticket_metadata,
+        user_metadata,
+        checkpoint_metadata,
+        session_metadata,
+        lockout_metadata,
+        audit_metadata,
+    ],
+    ids=["registry", "alerts", "tickets", "users", "checkpoints", "sessions", "lockout", "audit"],
 )
 def test_the_schema_after_migrating_is_the_declared_one(tmp_path: Path, metadata: MetaData) -> None:
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"

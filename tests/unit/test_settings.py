@@ -67,6 +67,7 @@ PROJECT_SECTIONS = {
     "database",
     "ingest",
     "deadletters",
+    "auth",
 }
 
 
@@ -137,6 +138,37 @@ def test_the_attachment_quota_comes_from_its_variable(monkeypatch: pytest.Monkey
     assert load_settings().tickets.attachment_quota_mb == 100
     monkeypatch.setenv("HAZARDWATCH_TICKETS__ATTACHMENT_QUOTA_MB", "0")
     assert "HAZARDWATCH_TICKETS__ATTACHMENT_QUOTA_MB" in config_error()
+
+
+def test_the_auth_settings_come_from_their_variables_and_toml(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    auth = load_settings().auth
+    assert (auth.idle_timeout_min, auth.absolute_timeout_h, auth.password_min_length) == (
+        30,
+        12,
+        12,
+    )
+    assert (auth.lockout_user_failures, auth.lockout_base_s, auth.lockout_max_s) == (5, 60, 3600)
+    assert (auth.cookie_secure, auth.token_days) == ("auto", 365)
+    config = write_toml(tmp_path, "[auth]\nidle_timeout_min = 15\nabsolute_timeout_h = 8\n")
+    assert (
+        load_settings(config).auth.idle_timeout_min,
+        load_settings(config).auth.absolute_timeout_h,
+    ) == (15, 8)
+    monkeypatch.setenv("HAZARDWATCH_AUTH__IDLE_TIMEOUT_MIN", "45")
+    monkeypatch.setenv("HAZARDWATCH_AUTH__TRUSTED_PROXIES", '["10.0.0.2"]')
+    settings = load_settings(config)
+    assert (settings.auth.idle_timeout_min, settings.auth.absolute_timeout_h) == (45, 8)
+    assert settings.auth.trusted_proxies == ["10.0.0.2"]
+    monkeypatch.setenv("HAZARDWATCH_AUTH__IDLE_TIMEOUT_MIN", "800")  # longer than 12 h
+    assert "absolute_timeout_h must not be shorter than idle_timeout_min" in config_error()
+    monkeypatch.delenv("HAZARDWATCH_AUTH__IDLE_TIMEOUT_MIN")
+    monkeypatch.setenv("HAZARDWATCH_AUTH__PASSWORD_MIN_LENGTH", "6")
+    assert "HAZARDWATCH_AUTH__PASSWORD_MIN_LENGTH" in config_error()
+    monkeypatch.setenv("HAZARDWATCH_AUTH__PASSWORD_MIN_LENGTH", "16")
+    monkeypatch.setenv("HAZARDWATCH_AUTH__LOCKOUT_MAX_S", "30")
+    assert "lockout_max_s must not be shorter than lockout_base_s" in config_error()
 
 
 def test_bad_alert_settings_name_the_variable() -> None:
