@@ -1,15 +1,36 @@
-"""Shapes of API responses (separate from the database and domain models)."""
+"""Shapes of API requests and responses (separate from the database and domain models)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from core.alerting import Alert, AlertAction, AlertState, Severity
 from core.registry.models import Device
 from tickets.models import Ticket, TicketEvent
+
+
+class FieldError(BaseModel):
+    """One invalid part of a request, as FastAPI's validation names it."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Refusal(BaseModel):
+    """Why a request was refused: the fields at fault (FastAPI's validation) or, when one of
+    the API's own checks refuses it, one sentence."""
+
+    detail: list[FieldError] | str
+
+
+# The 422 of the routers whose own checks refuse with a sentence (`responses=` of a router).
+REFUSAL: dict[int | str, dict[str, Any]] = {
+    422: {"model": Refusal, "description": "Invalid request: the fields at fault, or why"}
+}
 
 
 class DevicePublic(Device):

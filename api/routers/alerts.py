@@ -16,12 +16,12 @@ from api.deps import (
     require_database,
     scope,
 )
-from api.schemas import AlertAct, AlertDetail, HistoryPublic
+from api.schemas import REFUSAL, AlertAct, AlertDetail, HistoryPublic
 from core.alerting import Alert, AlertKind, AlertState
 from core.errors import InvalidTransitionError, NotFoundError
 from core.users import User
 
-router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"], responses=REFUSAL)
 
 _OPEN = ("active", "acknowledged", "cleared")
 

@@ -8,9 +8,12 @@ from urllib.parse import quote
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from api.deps import ContextDep, CurrentUser, NeedsDatabase, scope
+from api.schemas import REFUSAL
 from tickets.reports import Month, Reports
 
-router = APIRouter(prefix="/api/v1/reports", tags=["reports"], dependencies=[NeedsDatabase])
+router = APIRouter(
+    prefix="/api/v1/reports", tags=["reports"], dependencies=[NeedsDatabase], responses=REFUSAL
+)
 
 _TYPES = {
     "csv": "text/csv; charset=utf-8",

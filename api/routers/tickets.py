@@ -11,6 +11,7 @@ from pydantic import AwareDatetime
 from api.deps import ContextDep, CurrentUser, NeedsDatabase, narrow, require, scope
 from api.permissions import may_report, may_take, may_waive_verification
 from api.schemas import (
+    REFUSAL,
     EvidenceLink,
     TicketAssign,
     TicketCreate,
@@ -26,7 +27,9 @@ from tickets.models import Evidence, Ticket, TicketAction, TicketSource, TicketS
 from tickets.stage import TicketStage
 from tickets.store import TicketQuery
 
-router = APIRouter(prefix="/api/v1/tickets", tags=["tickets"], dependencies=[NeedsDatabase])
+router = APIRouter(
+    prefix="/api/v1/tickets", tags=["tickets"], dependencies=[NeedsDatabase], responses=REFUSAL
+)
 
 
 def _stage(context: ContextDep) -> TicketStage:
