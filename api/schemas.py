@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from core.alerting import Alert, AlertAction, AlertState, Severity
 from core.registry.models import Device
@@ -31,6 +40,33 @@ class Refusal(BaseModel):
 REFUSAL: dict[int | str, dict[str, Any]] = {
     422: {"model": Refusal, "description": "Invalid request: the fields at fault, or why"}
 }
+OFFSET_MAX = 2**31 - 1  # the furthest page offset: any database takes it
+ID_MAX = 2**63 - 1  # the largest row id (SQLite INTEGER, PostgreSQL bigint)
+
+_DATETIME_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")
+
+
+def _datetime_text(value: object) -> object:
+    """Pydantic would also read a number as seconds since 1970 (`0`, `"0.5"`): refused."""
+    if isinstance(value, datetime) or (isinstance(value, str) and _DATETIME_TEXT.match(value)):
+        return value
+    raise ValueError(
+        "a datetime is RFC 3339 text with its UTC offset, e.g. 2026-12-10T10:00:00+08:00"
+    )
+
+
+def _in_utc(value: datetime) -> datetime:
+    """The instant exists in UTC (`0001-01-01T00:00:00+01:00` does not: stored as UTC, it
+    would be a 500)."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("a datetime between years 1 and 9999 in UTC") from None
+    return value
+
+
+# A date and time with its UTC offset, as RFC 3339 text.
+DateTimeText = Annotated[AwareDatetime, BeforeValidator(_datetime_text), AfterValidator(_in_utc)]
 
 
 class DevicePublic(Device):
@@ -152,10 +188,10 @@ class TicketCreate(BaseModel):
     responsible_phone: str | None = Field(default=None, max_length=40)
     measures: str = Field(default="", max_length=5000)
     verification_required: bool = True
-    found_at: AwareDatetime | None = Field(
+    found_at: DateTimeText | None = Field(
         default=None, description="default: now; with its UTC offset, not in the future"
     )
-    due_at: AwareDatetime = Field(
+    due_at: DateTimeText = Field(
         description="rectification deadline (整改时限), with its UTC offset; after found_at and "
         "within the policy's longest deadline"
     )

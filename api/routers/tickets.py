@@ -6,12 +6,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Query, Response, UploadFile, status
 from fastapi.responses import FileResponse
-from pydantic import AwareDatetime
 
 from api.deps import ContextDep, CurrentUser, NeedsDatabase, narrow, require, scope
 from api.permissions import may_report, may_take, may_waive_verification
 from api.schemas import (
+    OFFSET_MAX,
     REFUSAL,
+    DateTimeText,
     EvidenceLink,
     TicketAssign,
     TicketCreate,
@@ -55,10 +56,10 @@ def list_tickets(
     category: str | None = None,
     device: str | None = None,
     overdue: Annotated[bool, Query(description="only open tickets past their deadline")] = False,
-    found_from: AwareDatetime | None = None,
-    found_before: AwareDatetime | None = None,
+    found_from: DateTimeText | None = None,
+    found_before: DateTimeText | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0,
 ) -> list[Ticket]:
     """Tickets, newest found first; the total is in the `X-Total-Count` header."""
     stage = _stage(context)

@@ -1,7 +1,8 @@
-"""The refusals are the ones the OpenAPI schema shows (the stores here are absent).
+"""Malformed requests are refused with a 4xx and a reason, never a 500, before any store is
+asked (the stores here are absent); and the refusals are the ones the OpenAPI schema shows.
 
-Each case is an input that once broke the schema (tests/integration/test_api_fuzz.py found
-them against the running service).
+Each case is an input that once made a 500 or broke the schema (tests/integration/
+test_api_fuzz.py found them against the running service).
 """
 
 from __future__ import annotations
@@ -9,10 +10,13 @@ from __future__ import annotations
 from typing import Any, cast
 
 import httpx
+import pytest
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from api.app import create_app
 from api.deps import ApiContext
+from api.schemas import TicketCreate
 
 ADMIN = "admin-token-0123456789abcdef"
 REPORT = {
@@ -47,6 +51,41 @@ def _detail(response: httpx.Response) -> str:
     detail = response.json()["detail"]
     assert detail, response.text
     return detail if isinstance(detail, str) else " ".join(error["msg"] for error in detail)
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        # Past 64 bits: SQLite raised OverflowError, PostgreSQL "bigint out of range".
+        ("/api/v1/tickets?offset=99999999999999999999", "less than or equal to 2147483647"),
+        ("/api/v1/alerts?offset=9223372036854775808", "less than or equal to 2147483647"),
+        ("/api/v1/dead-letters?before_id=99999999999999999999", "less than or equal to"),
+        ("/api/v1/dead-letters?before_id=-99999999999999999999", "greater than or equal to 0"),
+        # Instants with no UTC date (OverflowError when stored as UTC); a number read as 1970.
+        ("/api/v1/tickets?found_from=0001-01-01T00:00:00%2B01:00", "years 1 and 9999 in UTC"),
+        ("/api/v1/tickets?found_before=9999-12-31T23:59:59-01:00", "years 1 and 9999 in UTC"),
+        ("/api/v1/tickets?found_from=0.5", "RFC 3339 text"),
+        ("/api/v1/tickets?found_from=1700000000", "RFC 3339 text"),
+        # A month whose first or next month has no UTC instant (OverflowError).
+        ("/api/v1/reports/ledger?month=9999-12", "String should match pattern"),
+        ("/api/v1/reports/dispatch?month=0001-01&format=xlsx", "String should match pattern"),
+    ],
+)
+async def test_out_of_range_parameters_are_refused_with_a_reason(url: str, reason: str) -> None:
+    response = await _send("GET", url)
+    assert response.status_code == 422, response.text
+    assert reason in _detail(response)
+
+
+def test_dates_come_as_rfc3339_text_and_have_a_utc_instant() -> None:
+    for due_at in (0, 1.5, "1700000000", "next week", "2030-01-02"):
+        with pytest.raises(ValidationError):
+            TicketCreate.model_validate({**REPORT, "due_at": due_at})
+    for found_at in ("0001-01-01T00:00:00+00:01", "9999-12-31T23:59:59-23:59"):
+        with pytest.raises(ValidationError, match="years 1 and 9999 in UTC"):
+            TicketCreate.model_validate({**REPORT, "found_at": found_at})
+    ticket = TicketCreate.model_validate({**REPORT, "found_at": "2030-01-01 08:00:00Z"})
+    assert ticket.found_at is not None and ticket.found_at.year == 2030
 
 
 async def test_refusals_with_a_sentence_are_in_the_schema() -> None:
