@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import ApiContext
 from api.limits import DEFAULT_LIMITS, BodyGate, BodyLimits
 from api.routers import alerts, dead_letters, devices, health, reports, stream, tickets
+from api.schemas import NUL_REFUSED
 from core.db import DatabaseUnavailableError
 
 log = logging.getLogger(__name__)
@@ -60,7 +63,29 @@ def create_app(
     app.add_middleware(
         BodyGate, context=context, limits=limits, away=DATABASE_AWAY, on_away=_database_away
     )
+    app.add_middleware(NoNul)
     return app
+
+
+class NoNul:
+    """Refuses (400) a request with a NUL character in its path or query: no id or filter has
+    one, and PostgreSQL can neither store nor compare one. (Bodies: api.schemas.RequestBody.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query = scope.get("query_string", b"").decode("latin-1")
+            pairs = parse_qsl(query, keep_blank_values=True)
+            if "\x00" in scope["path"] or any("\x00" in k + v for k, v in pairs):
+                refusal = JSONResponse(
+                    {"detail": f"{NUL_REFUSED} in a path or a query"},
+                    status_code=status.HTTP_400_BAD_REQUEST,
+                )
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def _database_away(request: Request, exc: Exception) -> JSONResponse:

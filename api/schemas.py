@@ -13,12 +13,15 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    field_validator,
     model_validator,
 )
 
 from core.alerting import Alert, AlertAction, AlertState, Severity
 from core.registry.models import Device
 from tickets.models import Ticket, TicketEvent
+
+NUL_REFUSED = "a NUL character (\\u0000, %00) is not allowed"
 
 
 class FieldError(BaseModel):
@@ -69,6 +72,26 @@ def _in_utc(value: datetime) -> datetime:
 DateTimeText = Annotated[AwareDatetime, BeforeValidator(_datetime_text), AfterValidator(_in_utc)]
 
 
+def no_nul(value: str) -> str:
+    """Text without a NUL character: PostgreSQL can neither store nor compare one."""
+    if "\x00" in value:
+        raise ValueError(f"{NUL_REFUSED} in text")
+    return value
+
+
+# Text of a form field or parameter: no NUL character.
+Text = Annotated[str, AfterValidator(no_nul)]
+
+
+class RequestBody(BaseModel):
+    """A request's JSON body: no NUL character in any of its text."""
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return no_nul(value) if isinstance(value, str) else value
+
+
 class DevicePublic(Device):
     """A device as the API shows it: registry data plus live state."""
 
@@ -104,7 +127,7 @@ class DeadLetterPage(BaseModel):
     counts: dict[str, int] = Field(description="dead letters per reason, all time")
 
 
-class AlertAct(BaseModel):
+class AlertAct(RequestBody):
     """The body of acknowledge and resolve."""
 
     note: str | None = Field(default=None, max_length=2000, description="what was done")
@@ -130,7 +153,7 @@ class AlertDetail(Alert):
     history: list[HistoryPublic]
 
 
-class EvidenceLink(BaseModel):
+class EvidenceLink(RequestBody):
     """Evidence given by reference: a link to a photo or report kept elsewhere, or a file
     already uploaded to this ticket (`POST /api/v1/tickets/{id}/attachments`), by its SHA-256.
     """
@@ -149,7 +172,7 @@ class EvidenceLink(BaseModel):
         return self
 
 
-class TicketStep(BaseModel):
+class TicketStep(RequestBody):
     """The body of a step: a note and evidence, both optional."""
 
     model_config = ConfigDict(extra="forbid")
@@ -171,7 +194,7 @@ class TicketRectified(TicketStep):
     measures: str = Field(min_length=1, max_length=5000)
 
 
-class TicketCreate(BaseModel):
+class TicketCreate(RequestBody):
     """A hazard from another channel than the sensors."""
 
     model_config = ConfigDict(extra="forbid")

@@ -14,6 +14,7 @@ from api.schemas import (
     REFUSAL,
     DateTimeText,
     EvidenceLink,
+    Text,
     TicketAssign,
     TicketCreate,
     TicketDetail,
@@ -184,7 +185,7 @@ def upload(
     file: UploadFile,
     context: ContextDep,
     user: CurrentUser,
-    note: Annotated[str | None, Form(max_length=5000)] = None,
+    note: Annotated[Text | None, Form(max_length=5000)] = None,
 ) -> Evidence:
     """Keep a file (a photo of the repair, a signed form) as evidence of the ticket: stored on
     disk and recorded in the audit trail at once (a `commented` step); later steps refer to it
