@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -60,11 +63,27 @@ def create_app(
     app.include_router(stream.router)
     for away in DATABASE_AWAY:
         app.add_exception_handler(away, _database_away)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_middleware(
         BodyGate, context=context, limits=limits, away=DATABASE_AWAY, on_away=_database_away
     )
     app.add_middleware(NoNul)
     return app
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422 with the fields at fault; text that UTF-8 cannot encode (a lone surrogate
+    sent as `"\\ud800"` in JSON) comes back escaped instead of making it a 500."""
+    assert isinstance(exc, RequestValidationError)
+    content = {"detail": jsonable_encoder(exc.errors())}
+    try:
+        return JSONResponse(content, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+    except UnicodeEncodeError:
+        return Response(
+            json.dumps(content, ensure_ascii=True),
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            media_type="application/json",
+        )
 
 
 class NoNul:

@@ -123,6 +123,24 @@ async def test_a_nul_in_a_form_field_is_refused() -> None:
     assert "NUL character" in _detail(response)
 
 
+@pytest.mark.parametrize(
+    ("url", "body"),
+    [
+        ("/api/v1/tickets", b'{"title": "\\ud800"}'),
+        ("/api/v1/tickets/t-1/comment", b'{"note": "\\udfff"}'),
+        ("/api/v1/alerts/a-1/ack", b'{"note": "lone \\ud800 surrogate"}'),
+    ],
+)
+async def test_a_lone_surrogate_is_refused_and_its_refusal_can_be_sent(
+    url: str, body: bytes
+) -> None:
+    """The 422 that named the surrogate could not be encoded as UTF-8: a 500 instead."""
+    response = await _send("POST", url, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert "valid string" in _detail(response)
+    assert "\\ud8" in response.text or "\\udf" in response.text  # shown escaped
+
+
 def test_dates_come_as_rfc3339_text_and_have_a_utc_instant() -> None:
     for due_at in (0, 1.5, "1700000000", "next week", "2030-01-02"):
         with pytest.raises(ValidationError):
