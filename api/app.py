@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import ApiContext
 from api.limits import DEFAULT_LIMITS, BodyGate, BodyLimits
@@ -23,6 +28,7 @@ from api.routers import (
     stream,
     tickets,
 )
+from api.schemas import NUL_REFUSED
 from core.db import DatabaseUnavailableError
 
 log = logging.getLogger(__name__)
@@ -69,10 +75,48 @@ def create_app(
     app.include_router(audit.router)
     for away in DATABASE_AWAY:
         app.add_exception_handler(away, _database_away)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_middleware(
         BodyGate, context=context, limits=limits, away=DATABASE_AWAY, on_away=_database_away
     )
+    app.add_middleware(NoNul)
     return app
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422 with the fields at fault; text that UTF-8 cannot encode (a lone surrogate
+    sent as `"\\ud800"` in JSON) comes back escaped instead of making it a 500."""
+    assert isinstance(exc, RequestValidationError)
+    content = {"detail": jsonable_encoder(exc.errors())}
+    try:
+        return JSONResponse(content, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+    except UnicodeEncodeError:
+        return Response(
+            json.dumps(content, ensure_ascii=True),
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            media_type="application/json",
+        )
+
+
+class NoNul:
+    """Refuses (400) a request with a NUL character in its path or query: no id or filter has
+    one, and PostgreSQL can neither store nor compare one. (Bodies: api.schemas.RequestBody.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query = scope.get("query_string", b"").decode("latin-1")
+            pairs = parse_qsl(query, keep_blank_values=True)
+            if "\x00" in scope["path"] or any("\x00" in k + v for k, v in pairs):
+                refusal = JSONResponse(
+                    {"detail": f"{NUL_REFUSED} in a path or a query"},
+                    status_code=status.HTTP_400_BAD_REQUEST,
+                )
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def _database_away(request: Request, exc: Exception) -> JSONResponse:

@@ -1,15 +1,95 @@
-"""Shapes of API responses (separate from the database and domain models)."""
+"""Shapes of API requests and responses (separate from the database and domain models)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from core.alerting import Alert, AlertAction, AlertState, Severity
 from core.registry.models import Device
 from tickets.models import Ticket, TicketEvent
+
+NUL_REFUSED = "a NUL character (\\u0000, %00) is not allowed"
+
+
+class FieldError(BaseModel):
+    """One invalid part of a request, as FastAPI's validation names it."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Refusal(BaseModel):
+    """Why a request was refused: the fields at fault (FastAPI's validation) or, when one of
+    the API's own checks refuses it, one sentence."""
+
+    detail: list[FieldError] | str
+
+
+# The 422 of the routers whose own checks refuse with a sentence (`responses=` of a router).
+REFUSAL: dict[int | str, dict[str, Any]] = {
+    422: {"model": Refusal, "description": "Invalid request: the fields at fault, or why"}
+}
+OFFSET_MAX = 2**31 - 1  # the furthest page offset: any database takes it
+ID_MAX = 2**63 - 1  # the largest row id (SQLite INTEGER, PostgreSQL bigint)
+
+_DATETIME_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")
+
+
+def _datetime_text(value: object) -> object:
+    """Pydantic would also read a number as seconds since 1970 (`0`, `"0.5"`): refused."""
+    if isinstance(value, datetime) or (isinstance(value, str) and _DATETIME_TEXT.match(value)):
+        return value
+    raise ValueError(
+        "a datetime is RFC 3339 text with its UTC offset, e.g. 2026-12-10T10:00:00+08:00"
+    )
+
+
+def _in_utc(value: datetime) -> datetime:
+    """The instant exists in UTC (`0001-01-01T00:00:00+01:00` does not: stored as UTC, it
+    would be a 500)."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("a datetime between years 1 and 9999 in UTC") from None
+    return value
+
+
+# A date and time with its UTC offset, as RFC 3339 text.
+DateTimeText = Annotated[AwareDatetime, BeforeValidator(_datetime_text), AfterValidator(_in_utc)]
+
+
+def no_nul(value: str) -> str:
+    """Text without a NUL character: PostgreSQL can neither store nor compare one."""
+    if "\x00" in value:
+        raise ValueError(f"{NUL_REFUSED} in text")
+    return value
+
+
+# Text of a form field or parameter: no NUL character.
+Text = Annotated[str, AfterValidator(no_nul)]
+
+
+class RequestBody(BaseModel):
+    """A request's JSON body: no NUL character in any of its text."""
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return no_nul(value) if isinstance(value, str) else value
 
 
 class DevicePublic(Device):
@@ -47,7 +127,7 @@ class DeadLetterPage(BaseModel):
     counts: dict[str, int] = Field(description="dead letters per reason, all time")
 
 
-class AlertAct(BaseModel):
+class AlertAct(RequestBody):
     """The body of acknowledge and resolve."""
 
     note: str | None = Field(default=None, max_length=2000, description="what was done")
@@ -73,7 +153,7 @@ class AlertDetail(Alert):
     history: list[HistoryPublic]
 
 
-class EvidenceLink(BaseModel):
+class EvidenceLink(RequestBody):
     """Evidence given by reference: a link to a photo or report kept elsewhere, or a file
     already uploaded to this ticket (`POST /api/v1/tickets/{id}/attachments`), by its SHA-256.
     """
@@ -92,7 +172,7 @@ class EvidenceLink(BaseModel):
         return self
 
 
-class TicketStep(BaseModel):
+class TicketStep(RequestBody):
     """The body of a step: a note and evidence, both optional."""
 
     model_config = ConfigDict(extra="forbid")
@@ -114,7 +194,7 @@ class TicketRectified(TicketStep):
     measures: str = Field(min_length=1, max_length=5000)
 
 
-class TicketCreate(BaseModel):
+class TicketCreate(RequestBody):
     """A hazard from another channel than the sensors."""
 
     model_config = ConfigDict(extra="forbid")
@@ -131,10 +211,10 @@ class TicketCreate(BaseModel):
     responsible_phone: str | None = Field(default=None, max_length=40)
     measures: str = Field(default="", max_length=5000)
     verification_required: bool = True
-    found_at: AwareDatetime | None = Field(
+    found_at: DateTimeText | None = Field(
         default=None, description="default: now; with its UTC offset, not in the future"
     )
-    due_at: AwareDatetime = Field(
+    due_at: DateTimeText = Field(
         description="rectification deadline (整改时限), with its UTC offset; after found_at and "
         "within the policy's longest deadline"
     )

@@ -18,12 +18,12 @@ from api.deps import (
     require_database,
     scope,
 )
-from api.schemas import AlertAct, AlertDetail, HistoryPublic
+from api.schemas import OFFSET_MAX, REFUSAL, AlertAct, AlertDetail, HistoryPublic
 from core.alerting import Alert, AlertKind, AlertState
 from core.errors import InvalidTransitionError, NotFoundError
 from core.users import User
 
-router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"], responses=REFUSAL)
 
 _OPEN = ("active", "acknowledged", "cleared")
 
@@ -46,7 +46,7 @@ def list_alerts(
     kind: AlertKind | None = None,
     device: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0,
 ) -> list[Alert]:
     """Alerts, newest first."""
     states: list[str] = []

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import ContextDep, CurrentUser, require
-from api.schemas import DeadLetterPage, DeadLetterPublic
+from api.schemas import ID_MAX, DeadLetterPage, DeadLetterPublic
 
 router = APIRouter(prefix="/api/v1/dead-letters", tags=["dead letters"])
 
@@ -20,7 +20,7 @@ def list_dead_letters(
     reason: str | None = None,
     device: str | None = None,
     institution: str | None = None,
-    before_id: int | None = None,
+    before_id: Annotated[int | None, Query(ge=0, le=ID_MAX)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DeadLetterPage:
     """Newest first; filter by reason, device or institution; page with before_id."""

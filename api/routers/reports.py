@@ -8,9 +8,12 @@ from urllib.parse import quote
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from api.deps import ContextDep, CurrentUser, NeedsDatabase, scope
+from api.schemas import REFUSAL
 from tickets.reports import Month, Reports
 
-router = APIRouter(prefix="/api/v1/reports", tags=["reports"], dependencies=[NeedsDatabase])
+router = APIRouter(
+    prefix="/api/v1/reports", tags=["reports"], dependencies=[NeedsDatabase], responses=REFUSAL
+)
 
 _TYPES = {
     "csv": "text/csv; charset=utf-8",
@@ -23,7 +26,14 @@ def get_report(
     report: Literal["ledger", "dispatch"],
     context: ContextDep,
     user: CurrentUser,
-    month: Annotated[str, Query(pattern=r"^\d{4}-\d{2}$", description="YYYY-MM, China time")],
+    month: Annotated[
+        str,
+        Query(
+            # ASCII digits, and years whose months begin and end in UTC (not 0001, not 9999)
+            pattern=r"^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])$",
+            description="YYYY-MM, China time, from 1970-01 to 2999-12",
+        ),
+    ],
     lang: Literal["zh", "en"] = "zh",
     format: Literal["json", "csv", "xlsx"] = "json",
 ) -> Response | dict[str, Any]:

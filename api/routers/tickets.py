@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Query, Response, UploadFile, status
 from fastapi.responses import FileResponse
-from pydantic import AwareDatetime
 
 from api.deps import (
     AuditDep,
@@ -20,7 +19,11 @@ from api.deps import (
 )
 from api.permissions import may_report, may_take, may_waive_verification
 from api.schemas import (
+    OFFSET_MAX,
+    REFUSAL,
+    DateTimeText,
     EvidenceLink,
+    Text,
     TicketAssign,
     TicketCreate,
     TicketDetail,
@@ -35,7 +38,9 @@ from tickets.models import Evidence, Ticket, TicketAction, TicketSource, TicketS
 from tickets.stage import TicketStage
 from tickets.store import TicketQuery
 
-router = APIRouter(prefix="/api/v1/tickets", tags=["tickets"], dependencies=[NeedsDatabase])
+router = APIRouter(
+    prefix="/api/v1/tickets", tags=["tickets"], dependencies=[NeedsDatabase], responses=REFUSAL
+)
 
 
 def _stage(context: ContextDep) -> TicketStage:
@@ -61,10 +66,10 @@ def list_tickets(
     category: str | None = None,
     device: str | None = None,
     overdue: Annotated[bool, Query(description="only open tickets past their deadline")] = False,
-    found_from: AwareDatetime | None = None,
-    found_before: AwareDatetime | None = None,
+    found_from: DateTimeText | None = None,
+    found_before: DateTimeText | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0,
 ) -> list[Ticket]:
     """Tickets, newest found first; the total is in the `X-Total-Count` header."""
     stage = _stage(context)
@@ -225,7 +230,7 @@ def upload(
     context: ContextDep,
     user: CurrentUser,
     audit: AuditDep,
-    note: Annotated[str | None, Form(max_length=5000)] = None,
+    note: Annotated[Text | None, Form(max_length=5000)] = None,
 ) -> Evidence:
     """Keep a file (a photo of the repair, a signed form) as evidence of the ticket: stored on
     disk and recorded in the audit trail at once (a `commented` step); later steps refer to it
