@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
-from pydantic import AwareDatetime
 
 from api.deps import ContextDep, CurrentUser, NeedsDatabase, require
+from api.schemas import OFFSET_MAX, REFUSAL, DateTimeText
 from core.audit import AuditEntry, AuditQuery
 
-router = APIRouter(prefix="/api/v1/audit", tags=["audit"], dependencies=[NeedsDatabase])
+router = APIRouter(
+    prefix="/api/v1/audit", tags=["audit"], dependencies=[NeedsDatabase], responses=REFUSAL
+)
 
 
 @router.get("")
@@ -23,11 +25,11 @@ def list_audit(
         str | None, Query(description="login, login_failed, ticket_verified, …")
     ] = None,
     from_: Annotated[
-        AwareDatetime | None, Query(alias="from", description="at or after, with its offset")
+        DateTimeText | None, Query(alias="from", description="at or after, with its offset")
     ] = None,
-    to: Annotated[AwareDatetime | None, Query(description="before, with its offset")] = None,
+    to: Annotated[DateTimeText | None, Query(description="before, with its offset")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0,
 ) -> list[AuditEntry]:
     """Entries, newest first; the total is in the `X-Total-Count` header. Admin and the
     bureau only."""
