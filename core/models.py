@@ -7,7 +7,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    model_validator,
+)
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 ID_RE = re.compile(ID_PATTERN)
@@ -19,6 +27,17 @@ MAX_FUTURE_SKEW_S = 300.0
 EARLIEST_TS = datetime(2020, 1, 1, tzinfo=UTC)
 
 EntityId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+
+
+def _no_nul(value: str) -> str:
+    # Valid JSON and valid Unicode, but PostgreSQL can store no NUL in text: an alert whose
+    # detail had one would never reach the SQL tables (its projection retrying for ever).
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character (\\u0000)")
+    return value
+
+
+DeviceText = Annotated[str, AfterValidator(_no_nul)]
 
 
 class DeviceKind(StrEnum):
@@ -125,7 +144,7 @@ class Event(BaseModel):
     type: EventType
     source: EventSource | None = None
     code: FaultCode | None = None
-    detail: str | None = Field(default=None, max_length=1024)
+    detail: DeviceText | None = Field(default=None, max_length=1024)
     channel: Literal[Channel.EVENT] = Channel.EVENT
 
     @model_validator(mode="after")

@@ -136,6 +136,14 @@ def test_a_fault_event_carries_its_code() -> None:
     assert message.seq == 0
 
 
+def test_a_detail_with_a_nul_character_is_a_dead_letter_with_its_reason() -> None:
+    """Valid JSON and Unicode, but PostgreSQL stores no NUL: the alert carrying it would never
+    reach the SQL tables (its projection retrying for ever, holding back every later one)."""
+    found = rejected(EVENT, json.dumps({"type": "fault", "code": "other", "detail": "坏\u0000了"}))
+    assert (found.reason, "NUL" in found.detail) == ("invalid_field", True)
+    assert event({"type": "fault", "code": "other", "detail": "光室\t故障"}).detail == "光室\t故障"
+
+
 @pytest.mark.parametrize("kind", list(EventType))
 def test_every_event_type_of_the_contract_is_accepted(kind: EventType) -> None:
     body = {"type": kind.value}
