@@ -129,11 +129,7 @@ def login(
     try:
         done = accounts.login(body.username, body.password, client_address(request), user_agent)
     except LockedOutError as exc:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            str(exc),
-            headers={"Retry-After": str(exc.retry_after)},
-        ) from None
+        raise _locked_out(exc) from None
     except LoginRefusedError as exc:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"}
@@ -205,13 +201,16 @@ def change_password(
     except PasswordRuleError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     except LockedOutError as exc:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            str(exc),
-            headers={"Retry-After": str(exc.retry_after)},
-        ) from None
+        raise _locked_out(exc) from None
     except LoginBusyError as exc:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"}
         ) from None
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _locked_out(exc: LockedOutError) -> HTTPException:
+    """429 with the reason and when to try again."""
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS, str(exc), headers={"Retry-After": str(exc.retry_after)}
+    )
