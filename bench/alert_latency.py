@@ -147,8 +147,11 @@ def alarms(
     return ours, broker, background
 
 
-def faults(service: ServiceProcess, url: str, stream: StreamReader, count: int) -> list[float]:
-    """From a detector's `fault` event to its hazard ticket on the stream (and in the API)."""
+def faults(
+    service: ServiceProcess, url: str, stream: StreamReader, count: int
+) -> tuple[list[float], list[float], list[float]]:
+    """From a detector's `fault` event to its hazard ticket on the stream (and in the API):
+    (the whole way, publish -> `device_fault` alert, that alert -> the ticket)."""
     endpoint = parse_mqtt_url(url)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fault-{uuid.uuid4().hex[:8]}")
     client.connect(endpoint.host, endpoint.port)
@@ -179,7 +182,12 @@ def faults(service: ServiceProcess, url: str, stream: StreamReader, count: int) 
     listed = service.api("GET", "/api/v1/tickets", params={"category": "device_fault"})
     if int(listed.headers["X-Total-Count"]) != count:
         raise RuntimeError(f"the API lists {listed.headers['X-Total-Count']} tickets, not {count}")
-    return [opened[d] - t for d, t in sent.items()]
+    raised = raised_at(stream, "device_fault", sent)
+    return (
+        [opened[d] - t for d, t in sent.items()],
+        [raised[d] - t for d, t in sent.items() if d in raised],
+        [opened[d] - raised[d] for d in sent if d in raised],
+    )
 
 
 def offline(url: str, stream: StreamReader, count: int) -> list[float]:
@@ -282,8 +290,12 @@ def main() -> None:
             print(f"baseline  publish -> bare paho subscriber:  {percentiles(raw)}")
             print(f"hazardwatch publish -> SSE stream:        {percentiles(ours)}")
             if args.faults:
-                tickets = faults(service, broker.url, stream, min(args.faults, args.alarms))
+                tickets, alerted, opened = faults(
+                    service, broker.url, stream, min(args.faults, args.alarms)
+                )
                 print(f"hazardwatch fault -> ticket on the stream: {percentiles(tickets)}")
+                print(f"  of which publish -> device_fault alert:  {percentiles(alerted)}")
+                print(f"  and device_fault alert -> ticket:        {percentiles(opened)}")
             late = offline(broker.url, stream, args.offline)
             print(
                 f"offline detection, lateness after the deadline ({args.offline} devices, "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
 
 
@@ -65,3 +65,9 @@ def to_epoch_ms(moment: datetime) -> int:
 def iso_utc(moment: datetime) -> str:
     """ISO 8601 in UTC with a Z, the form every output uses."""
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def local_text(moment: datetime, zone: tzinfo, *, seconds: bool = True) -> str:
+    """A time as people read it: `2026-12-02 21:05:09` in `zone` (the centre's time zone,
+    `[display] timezone`)."""
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")

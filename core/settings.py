@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -403,6 +404,50 @@ class AuthSettings(BaseModel):
         return self
 
 
+class DisplaySettings(BaseModel):
+    """What people read: the console, notices and exports (times are stored in UTC and shown
+    in `timezone`)."""
+
+    model_config = _SECTION
+    timezone: str = Field(
+        default="Asia/Shanghai",
+        min_length=1,
+        description="IANA time zone in which people see times (console, notices, exports)",
+    )
+    language: Literal["zh-CN", "en"] = Field(
+        default="zh-CN", description="language of the console, notices and exports by default"
+    )
+    console_url: str | None = Field(
+        default=None,
+        description="the console's address as people reach it (https://host[:port]), for "
+        "links in notices; unset: http://api_host:api_port",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"not a known IANA time zone: {value!r}") from exc
+        return value
+
+    @field_validator("console_url")
+    @classmethod
+    def _check_console_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be an http:// or https:// URL with a host")
+            return value.rstrip("/")
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The time zone itself."""
+        return ZoneInfo(self.timezone)
+
+
 class Settings(BaseSettings):
     """Configuration of one hazardwatch process (contract section 4)."""
 
@@ -486,6 +531,11 @@ class Settings(BaseSettings):
         default_factory=DeadLetterSettings,
         description="the dead-letter budget ([deadletters] in TOML, HAZARDWATCH_DEADLETTERS__*)",
     )
+    display: DisplaySettings = Field(
+        default_factory=DisplaySettings,
+        description="time zone, language and console address for what people read "
+        "([display] in TOML, HAZARDWATCH_DISPLAY__*)",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -537,6 +587,15 @@ class Settings(BaseSettings):
     def mqtt(self) -> MqttEndpoint | None:
         """The configured broker, or None for the embedded one."""
         return parse_mqtt_url(self.mqtt_url) if self.mqtt_url else None
+
+    @property
+    def console_url(self) -> str:
+        """Where people reach the console (for links in notices)."""
+        if self.display.console_url:
+            return self.display.console_url
+        scheme = "https" if self.api.tls_certfile else "http"
+        host = self.api_host if ":" not in self.api_host else f"[{self.api_host}]"
+        return f"{scheme}://{host}:{self.api_port}"
 
     @property
     def sql_url(self) -> str:

@@ -68,6 +68,7 @@ PROJECT_SECTIONS = {
     "ingest",
     "deadletters",
     "auth",
+    "display",
 }
 
 
