@@ -15,6 +15,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api import console
 from api.deps import ApiContext
 from api.limits import DEFAULT_LIMITS, BodyGate, BodyLimits
 from api.routers import (
@@ -23,6 +24,7 @@ from api.routers import (
     dead_letters,
     devices,
     health,
+    institutions,
     reports,
     session,
     stream,
@@ -65,6 +67,7 @@ def create_app(
         )
     app.state.context = context
     app.include_router(health.router)
+    app.include_router(institutions.router)
     app.include_router(devices.router)
     app.include_router(dead_letters.router)
     app.include_router(alerts.router)
@@ -73,6 +76,8 @@ def create_app(
     app.include_router(stream.router)
     app.include_router(session.router)
     app.include_router(audit.router)
+    app.include_router(console.router)
+    app.mount(console.STATIC_PATH, console.static_files(), name="static")
     for away in DATABASE_AWAY:
         app.add_exception_handler(away, _database_away)
     app.add_exception_handler(RequestValidationError, _invalid_request)

@@ -22,6 +22,7 @@ from core.health import Health
 from core.ports import EventLog
 from core.registry.repository import RegistryRepository
 from core.sessions import Session, csrf_matches, csrf_token
+from core.settings import DisplaySettings
 from core.users import ADMIN, User, UserStore, visible_institutions
 from ingest.deadletters import DeadLetterStore
 from ingest.presence import Presence
@@ -55,6 +56,8 @@ class ApiContext:
     accounts: Accounts | None = None  # logins, sessions, the audit log
     # True once `hazardwatch admin-token revoke` has run: the bootstrap token is refused.
     bootstrap_revoked: Callable[[], bool] = field(default=lambda: False)
+    # What people read: the console's time zone and default language.
+    display: DisplaySettings = field(default_factory=DisplaySettings)
 
 
 def get_context(request: Request) -> ApiContext:

@@ -163,6 +163,7 @@ class Service:
             metrics_token=self.settings.api.metrics_bearer(),
             accounts=parts.accounts,
             bootstrap_revoked=BootstrapMarker(self.settings.data_dir),
+            display=self.settings.display,
             readiness={
                 "broker": parts.ingest.source.connected.is_set,
                 "store": parts.ingest.sink.ping,

@@ -34,6 +34,7 @@ DEBIAN_PACKAGES: dict[str, tuple[str, ...]] = {
     "influxdb": ("influxd",),
     "postgresql-15": ("postgres", "initdb", "pg_ctl", "psql"),
     "util-linux": ("setpriv",),
+    "chromium": ("chromium",),
 }
 # Debian keeps PostgreSQL's server binaries off PATH, one directory per major version.
 _PG_LIB = Path("/usr/lib/postgresql")

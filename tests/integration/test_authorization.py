@@ -106,7 +106,10 @@ MATRIX: dict[tuple[str, str], Expect] = {
     ("GET", "/api/v1/alerts/{alert_id}"): _seen,
     ("POST", "/api/v1/alerts/{alert_id}/ack"): _acknowledge,
     ("POST", "/api/v1/alerts/{alert_id}/resolve"): _acknowledge,
+    ("GET", "/api/v1/devices"): _read,
     ("GET", "/api/v1/devices/{device_id}"): _seen,
+    ("GET", "/api/v1/institutions"): _read,
+    ("GET", "/api/v1/institutions/{institution_id}"): _seen,
     ("GET", "/api/v1/dead-letters"): _see_all_only,
     ("GET", "/api/v1/tickets"): _read,
     ("POST", "/api/v1/tickets"): _report_hazard,
@@ -152,7 +155,7 @@ def _request(
     token: str | None,
 ) -> int:
     """The status of one request of the matrix, with a body that passes validation."""
-    url = path.format(**objects, report="ledger")
+    url = path.format(**objects, report="ledger", institution_id=objects["institution"])
     headers = {} if token is None else {"Authorization": f"Bearer {token}"}
     kwargs: dict[str, Any] = {}
     params: dict[str, str] = {}

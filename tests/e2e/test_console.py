@@ -1,0 +1,149 @@
+"""The duty console in a real browser (Debian's Chromium through Playwright), against
+`hazardwatch run` with real Mosquitto and InfluxDB: what a duty officer sees and does."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from playwright.sync_api import Browser, Page, Request, expect
+
+from tests.integration.mqtt_tools import wait_until
+from tests.integration.service_process import change
+from tests.integration.sites import Site
+
+PASSWORD = "值班室的长口令 2026"
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+class Outside:
+    """Every request a page makes that leaves the service's origin (none may)."""
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+        self.seen: list[str] = []
+
+    def __call__(self, request: Request) -> None:
+        url = request.url
+        if not (url.startswith(self.origin + "/") or url.startswith(("data:", "blob:"))):
+            self.seen.append(url)
+
+
+def _log_in(page: Page, base: str, name: str) -> None:
+    page.goto(f"{base}/")
+    expect(page).to_have_url(re.compile(r"/login\?next="))
+    expect(page.locator("h1")).to_have_text("登录")
+    page.get_by_label("用户名").fill(name)
+    page.get_by_label("密码").fill(PASSWORD)
+    page.get_by_role("button", name="登录").click()
+    expect(page).to_have_url(f"{base}/board")
+
+
+def test_a_duty_officer_sees_hears_and_acknowledges_a_smoke_alarm(
+    site_factory: Any, browser: Browser
+) -> None:
+    site: Site = site_factory()
+    service = site.service
+    service.add_user("zhao", "duty_officer", password=PASSWORD)
+    context = browser.new_context(viewport={"width": 1920, "height": 1080}, locale="zh-CN")
+    outside = Outside(service.base)
+    context.on("request", outside)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    # A wrong password is a clear no, in Chinese.
+    page.goto(f"{service.base}/login")
+    page.get_by_label("用户名").fill("zhao")
+    page.get_by_label("密码").fill("not the password")
+    page.get_by_role("button", name="登录").click()
+    expect(page.locator("#login-error")).to_have_text("用户名或密码错误")
+
+    _log_in(page, service.base, "zhao")
+    expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+    expect(page.locator("#connection")).to_have_text("实时连接正常")
+    expect(page.locator("#empty")).to_be_visible()
+    page.get_by_role("button", name="启用声音报警").click()
+    expect(page.locator("#sound")).to_have_text("声音报警已启用")
+
+    # A detector's alarm through Mosquitto: on the board, flashing and sounding.
+    site.send("smoke-1", "event", {"type": "alarm", "source": "smoke"})
+    raised = site.stream.wait_for(change("raised", "smoke_alarm", "smoke-1"), "the alarm")
+    alert = raised["alert"]
+    card = page.locator(f"#alarm-{alert['id']}")
+    expect(card).to_be_visible(timeout=5000)
+    expect(card).to_have_class(re.compile(r"\bflash\b"))
+    expect(card.locator(".kind")).to_have_text("烟感报警")
+    expect(card.locator(".badge")).to_have_text(
+        "紧急" if alert["severity"] == "critical" else "重要"
+    )
+    expect(card.locator(".institution")).to_have_text("阳光养老院")
+    expect(card.locator(".unacked")).to_have_text("未确认")
+    expect(card).to_contain_text("城关镇")
+    expect(card.locator('a[href="tel:13800000001"]')).to_have_text("13800000001")
+    expect(card).to_contain_text("主要负责人 张三")
+    shown = datetime.fromisoformat(alert["raised_at"]).astimezone(SHANGHAI)
+    expect(card).to_contain_text(shown.strftime("%Y-%m-%d %H:%M:%S"))
+    expect(page.locator("#count-total")).to_have_text("1")
+    wait_until(
+        lambda: page.evaluate("!document.getElementById('siren').paused"),
+        timeout=5,
+        what="the siren playing",
+    )
+
+    # Acknowledged with a note: it stops flashing and sounding, and says who and why.
+    card.get_by_role("button", name="确认").click()
+    page.get_by_label("处置说明（必填）").fill("已电话联系张三，现场核实")
+    page.get_by_role("button", name="确认报警").click()
+    expect(card.locator(".state")).to_have_text("已确认")
+    expect(card).not_to_have_class(re.compile(r"\bflash\b"))
+    expect(card).to_contain_text("已电话联系张三，现场核实")
+    wait_until(
+        lambda: page.evaluate("document.getElementById('siren').paused"),
+        timeout=5,
+        what="the siren stopping",
+    )
+    stored = service.api("GET", f"/api/v1/alerts/{alert['id']}").json()
+    assert stored["acknowledged_by"] == "zhao"
+    assert stored["note"] == "已电话联系张三，现场核实"
+
+    # The other language, from the same page.
+    page.get_by_role("link", name="English").click()
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    expect(card.locator(".kind")).to_have_text("Smoke alarm")
+    expect(page.locator("#connection")).to_have_text("Live connection up")
+    expect(card.locator(".state")).to_have_text("Acknowledged")
+
+    assert outside.seen == [], f"requests left the origin: {outside.seen}"
+    assert errors == [], errors
+    context.close()
+
+
+def test_the_board_fits_a_phone(site_factory: Any, browser: Browser) -> None:
+    site: Site = site_factory()
+    service = site.service
+    service.add_user("wu", "institution", "--institution", "inst-1", password=PASSWORD)
+    context = browser.new_context(
+        viewport={"width": 360, "height": 740}, is_mobile=True, has_touch=True
+    )
+    outside = Outside(service.base)
+    context.on("request", outside)
+    page = context.new_page()
+    _log_in(page, service.base, "wu")
+    site.send("gas-1", "telemetry", {"gas_lel_pct": 30.0})
+    site.send("smoke-21", "event", {"type": "alarm", "source": "smoke"}, institution="inst-2")
+    gas = site.stream.wait_for(change("raised", "gas_leak", "gas-1"), "the gas leak")["alert"]
+    card = page.locator(f"#alarm-{gas['id']}")
+    expect(card).to_be_visible(timeout=5000)
+    expect(card.locator(".kind")).to_have_text("燃气泄漏")
+    expect(card).to_contain_text("%LEL")
+    # Another institution's alarm is not this user's to see.
+    site.stream.wait_for(change("raised", "smoke_alarm", "smoke-21"), "the other home's alarm")
+    page.wait_for_timeout(500)
+    expect(page.locator(".alarm")).to_have_count(1)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 360, f"the page is {width} px wide on a 360 px phone"
+    assert outside.seen == [], f"requests left the origin: {outside.seen}"
+    context.close()
