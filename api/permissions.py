@@ -10,6 +10,7 @@ contractor, whatever accounts they hold.
 from __future__ import annotations
 
 from core.users import Role, User
+from tickets.lifecycle import TRANSITIONS
 from tickets.models import Ticket, TicketAction, TicketSource
 
 # The roles that supervise institutions (and may verify their major hazards).
@@ -58,3 +59,31 @@ def may_take(user: User, action: TicketAction, ticket: Ticket) -> str | None:
     if not user.may_act:
         return f"a {user.role} user cannot change tickets"
     return None
+
+
+# The steps a person takes through the API, in the order a ticket goes through them.
+STEPS = (
+    TicketAction.ASSIGNED,
+    TicketAction.STARTED,
+    TicketAction.RECTIFIED,
+    TicketAction.VERIFIED,
+    TicketAction.REJECTED,
+    TicketAction.REOPENED,
+    TicketAction.COMMENTED,
+)
+
+
+def steps_open_to(user: User, ticket: Ticket) -> list[TicketAction]:
+    """The steps this user may take on this ticket now (its status allows them, their role
+    allows them, and the one who reported the rectification does not also verify it); what the
+    console offers. The API checks each step again when it is taken."""
+    found = []
+    for action in STEPS:
+        if may_take(user, action, ticket) is not None:
+            continue
+        if action is not TicketAction.COMMENTED and (ticket.status, action) not in TRANSITIONS:
+            continue
+        if action in VERIFYING and ticket.rectified_by == user.name:
+            continue
+        found.append(action)
+    return found

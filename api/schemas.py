@@ -19,7 +19,7 @@ from pydantic import (
 
 from core.alerting import Alert, AlertAction, AlertState, Severity
 from core.registry.models import Device
-from tickets.models import Ticket, TicketEvent
+from tickets.models import Ticket, TicketAction, TicketEvent
 
 NUL_REFUSED = "a NUL character (\\u0000, %00) is not allowed"
 
@@ -226,3 +226,8 @@ class TicketDetail(Ticket):
     """A ticket with its audit trail, oldest first."""
 
     events: list[TicketEvent]
+    steps: list[TicketAction] = Field(
+        default_factory=list,
+        description="the steps the caller may take on it now (its status and their role "
+        "allow them); each is checked again when taken",
+    )

@@ -12,6 +12,7 @@ import json
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Cookie, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -72,8 +73,11 @@ def language_of(context: ContextDep, chosen: str | None) -> Language:
     return context.display.language
 
 
-def page(context: ContextDep, language: Language, template: str, **values: Any) -> HTMLResponse:
-    """A page in `language`, with what its script needs to know."""
+def page(
+    context: ContextDep, language: Language, template: str, back: str, **values: Any
+) -> HTMLResponse:
+    """A page in `language`, with what its script needs to know; `back`: its own path (the
+    language switch returns to it)."""
     catalogue = messages(language)
     config = {
         "language": language,
@@ -95,6 +99,7 @@ def page(context: ContextDep, language: Language, template: str, **values: Any) 
             other="en" if language == "zh-CN" else "zh-CN",
             config=_script_safe(json.dumps(config, ensure_ascii=False)),
             static=STATIC_PATH,
+            back=quote(back, safe="/"),
             **values,
         )
     )
@@ -118,7 +123,7 @@ def home() -> RedirectResponse:
 @router.get("/login")
 def login_page(context: ContextDep, hw_lang: LanguageCookie = None) -> HTMLResponse:
     """Username and password."""
-    return page(context, language_of(context, hw_lang), "login.html", page="login")
+    return page(context, language_of(context, hw_lang), "login.html", "/login", page="login")
 
 
 def thresholds(context: ContextDep) -> dict[str, float]:
@@ -142,6 +147,7 @@ def board_page(context: ContextDep, hw_lang: LanguageCookie = None) -> HTMLRespo
         context,
         language_of(context, hw_lang),
         "board.html",
+        "/board",
         page="board",
         thresholds=thresholds(context),
     )
@@ -154,9 +160,31 @@ def alert_page(alert_id: str, context: ContextDep, hw_lang: LanguageCookie = Non
         context,
         language_of(context, hw_lang),
         "board.html",
+        f"/alerts/{alert_id[:64]}",
         page="board",
         thresholds=thresholds(context),
         focus=alert_id[:64],
+    )
+
+
+@router.get("/tickets")
+def tickets_page(context: ContextDep, hw_lang: LanguageCookie = None) -> HTMLResponse:
+    """The ledger: the tickets the person may see, with filters."""
+    return page(context, language_of(context, hw_lang), "tickets.html", "/tickets", page="tickets")
+
+
+@router.get("/tickets/{ticket_id}")
+def ticket_page(
+    ticket_id: str, context: ContextDep, hw_lang: LanguageCookie = None
+) -> HTMLResponse:
+    """One ticket: its fields, trail, the steps the person may take, evidence upload."""
+    return page(
+        context,
+        language_of(context, hw_lang),
+        "ticket.html",
+        f"/tickets/{ticket_id[:64]}",
+        page="ticket",
+        ticket=ticket_id[:64],
     )
 
 

@@ -17,7 +17,7 @@ from api.deps import (
     require,
     scope,
 )
-from api.permissions import may_report, may_take, may_waive_verification
+from api.permissions import may_report, may_take, may_waive_verification, steps_open_to
 from api.schemas import (
     OFFSET_MAX,
     REFUSAL,
@@ -59,7 +59,7 @@ def list_tickets(
     user: CurrentUser,
     response: Response,
     status_: Annotated[
-        list[TicketStatus] | None, Query(alias="status", description="repeat or comma-separate")
+        list[TicketStatus] | None, Query(alias="status", description="repeat for several")
     ] = None,
     institution: Annotated[list[str] | None, Query()] = None,
     source: Annotated[list[TicketSource] | None, Query()] = None,
@@ -92,7 +92,9 @@ def get_ticket(ticket_id: str, context: ContextDep, user: CurrentUser) -> Ticket
     """One ticket with its audit trail."""
     store = _stage(context).store
     ticket = _visible(context, user, store.get(ticket_id), ticket_id)
-    return TicketDetail(**ticket.model_dump(), events=store.events(ticket_id))
+    return TicketDetail(
+        **ticket.model_dump(), events=store.events(ticket_id), steps=steps_open_to(user, ticket)
+    )
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import re
+import struct
+import zlib
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -147,3 +150,118 @@ def test_the_board_fits_a_phone(site_factory: Any, browser: Browser) -> None:
     assert width <= 360, f"the page is {width} px wide on a 360 px phone"
     assert outside.seen == [], f"requests left the origin: {outside.seen}"
     context.close()
+
+
+def _png(width: int, height: int) -> bytes:
+    """A photo-sized PNG (one colour: small on disk, large in pixels)."""
+    row = b"\x00" + b"\xc8\x50\x32" * width
+    raw = zlib.compress(row * height, 9)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's frame header."""
+    at = 2
+    while at < len(data):
+        marker, length = data[at + 1], struct.unpack(">H", data[at + 2 : at + 4])[0]
+        if marker in (0xC0, 0xC1, 0xC2):
+            height, width = struct.unpack(">HH", data[at + 5 : at + 9])
+            return width, height
+        at += 2 + length
+    raise AssertionError("no frame header")
+
+
+def _step(page: Page, name: str, **fields: str) -> None:
+    page.locator("#step-buttons").get_by_role("button", name=name, exact=True).click()
+    for label, value in fields.items():
+        page.locator("#step-form").get_by_label(label).fill(value)
+    page.locator("#step-form").get_by_role("button", name="提交").click()
+    expect(page.locator("#step-form")).to_be_hidden()
+
+
+def test_a_fault_ticket_is_worked_to_close_out_by_the_right_people(
+    site_factory: Any, browser: Browser, tmp_path: Path
+) -> None:
+    site: Site = site_factory()
+    service = site.service
+    service.add_user("zhao", "duty_officer", password=PASSWORD)
+    service.add_user("wu", "institution", "--institution", "inst-1", password=PASSWORD)
+    service.add_user("li", "town_office", "--town", "城关镇", password=PASSWORD)
+    site.send("smoke-9", "event", {"type": "fault", "code": "sensor_fault"})
+
+    def tickets() -> list[dict[str, Any]]:
+        found = service.api("GET", "/api/v1/tickets", params={"device": "smoke-9"}).json()
+        assert isinstance(found, list)
+        return found
+
+    wait_until(lambda: len(tickets()) == 1, timeout=10, what="the fault's ticket")
+    ticket_id = tickets()[0]["id"]
+    outside = Outside(service.base)
+
+    # The duty officer finds it in the ledger and hands it to the home.
+    desk = browser.new_context(viewport={"width": 1920, "height": 1080})
+    desk.on("request", outside)
+    page = desk.new_page()
+    _log_in(page, service.base, "zhao")
+    page.get_by_role("link", name="隐患台账").click()
+    row = page.locator(f'.ticket-row[data-id="{ticket_id}"]')
+    expect(row).to_contain_text("设备故障")
+    expect(row).to_contain_text("阳光养老院")
+    expect(row.locator(".status")).to_have_text("待派发")
+    row.get_by_role("link").click()
+    expect(page.locator("#ticket-status")).to_have_text("待派发")
+    expect(page.locator("#trail")).to_contain_text("立案")
+    _step(page, "派发", 责任人="吴主任", 联系电话="13900000009")
+    expect(page.locator("#ticket-status")).to_have_text("已派发")
+    expect(page.locator("#ticket-fields")).to_contain_text("吴主任")
+
+    # The home, on a phone: starts, photographs the repair, reports it done with the photo.
+    phone = browser.new_context(viewport={"width": 360, "height": 740}, is_mobile=True)
+    phone.on("request", outside)
+    page = phone.new_page()
+    _log_in(page, service.base, "wu")
+    page.goto(f"{service.base}/tickets/{ticket_id}")
+    _step(page, "开始整改")
+    expect(page.locator("#ticket-status")).to_have_text("整改中")
+    expect(page.locator("input[type=file]")).to_have_attribute("capture", "environment")
+    photo = tmp_path / "修复后.png"
+    photo.write_bytes(_png(3200, 2400))
+    page.locator("input[type=file]").set_input_files(str(photo))
+    page.get_by_role("button", name="上传佐证").click()
+    expect(page.locator("#upload-state")).to_have_text("已上传：修复后.jpg")
+    _step(page, "整改完成", 整改措施="更换烟感探测器并测试报警功能")
+    expect(page.locator("#ticket-status")).to_have_text("待验收")
+    # Whoever reported the rectification is not offered its verification.
+    expect(page.locator("#step-buttons button")).to_have_text(["备注"])
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 360, f"the ticket page is {width} px wide on a 360 px phone"
+
+    # The town office verifies on site and closes it out.
+    town = browser.new_context(viewport={"width": 1280, "height": 800})
+    town.on("request", outside)
+    page = town.new_page()
+    _log_in(page, service.base, "li")
+    page.goto(f"{service.base}/tickets/{ticket_id}")
+    _step(page, "验收通过（销号）", 说明="现场测试报警正常")
+    expect(page.locator("#ticket-status")).to_have_text("已销号")
+    expect(page.locator("#trail")).to_contain_text("现场测试报警正常")
+
+    detail = service.api("GET", f"/api/v1/tickets/{ticket_id}").json()
+    assert detail["status"] == "closed"
+    assert (detail["rectified_by"], detail["verified_by"]) == ("wu", "li")
+    assert detail["responsible_person"] == "吴主任"
+    assert detail["measures"] == "更换烟感探测器并测试报警功能"
+    rectified = next(e for e in detail["events"] if e["action"] == "rectified")
+    [cited] = rectified["evidence"]
+    assert cited["name"] == "修复后.jpg" and cited["content_type"] == "image/jpeg"
+    stored = service.api("GET", f"/api/v1/tickets/{ticket_id}/attachments/{cited['sha256']}")
+    assert max(_jpeg_size(stored.content)) == 1600, "the photo was made smaller on the phone"
+    assert outside.seen == [], f"requests left the origin: {outside.seen}"
+    for context in (desk, phone, town):
+        context.close()

@@ -90,3 +90,52 @@ export function el(tag, attributes = {}, ...children) {
   }
   return node;
 }
+
+/** The name of a value in the catalogue (`kind.smoke_alarm`), else the value itself. */
+export function label(prefix, value) {
+  const key = `${prefix}.${value}`;
+  return key in config.messages ? config.messages[key] : String(value);
+}
+
+/** Send a form's file (evidence) with the session's CSRF token. */
+export async function upload(path, form) {
+  const answer = await fetch(path, {
+    method: "POST", credentials: "same-origin", body: form,
+    headers: csrf ? { "X-CSRF-Token": csrf, Accept: "application/json" } : { Accept: "application/json" },
+  });
+  if (answer.status === 401) {
+    toLogin();
+    throw new ApiError(401, t("session.expired"));
+  }
+  if (!answer.ok) {
+    let reason = `HTTP ${answer.status}`;
+    try {
+      const detail = (await answer.json()).detail;
+      reason = typeof detail === "string" ? detail : JSON.stringify(detail);
+    } catch { /* not JSON */ }
+    throw new ApiError(answer.status, reason);
+  }
+  return answer.json();
+}
+
+/** A photo made smaller (longest side `most` px, JPEG) before it goes over a phone's network;
+ * anything that is not a photo, or that the browser cannot draw, as it is. */
+export async function shrunk(file, most = 1600) {
+  if (!file.type.startsWith("image/") || file.type === "image/gif") return file;
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file);
+  } catch {
+    return file;
+  }
+  const scale = Math.min(1, most / Math.max(bitmap.width, bitmap.height));
+  if (scale === 1 && file.size < 1_500_000) return file;
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.round(bitmap.width * scale);
+  canvas.height = Math.round(bitmap.height * scale);
+  canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.85));
+  if (!blob) return file;
+  const name = file.name.replace(/\.[^.]*$/, "") + ".jpg";
+  return new File([blob], name, { type: "image/jpeg" });
+}
