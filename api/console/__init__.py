@@ -173,6 +173,12 @@ def tickets_page(context: ContextDep, hw_lang: LanguageCookie = None) -> HTMLRes
     return page(context, language_of(context, hw_lang), "tickets.html", "/tickets", page="tickets")
 
 
+@router.get("/reports")
+def reports_page(context: ContextDep, hw_lang: LanguageCookie = None) -> HTMLResponse:
+    """The monthly ledger and dispatch table: preview and download."""
+    return page(context, language_of(context, hw_lang), "reports.html", "/reports", page="reports")
+
+
 @router.get("/tickets/{ticket_id}")
 def ticket_page(
     ticket_id: str, context: ContextDep, hw_lang: LanguageCookie = None

@@ -252,6 +252,16 @@ def test_a_fault_ticket_is_worked_to_close_out_by_the_right_people(
     expect(page.locator("#ticket-status")).to_have_text("已销号")
     expect(page.locator("#trail")).to_contain_text("现场测试报警正常")
 
+    # The month's ledger, previewed and downloaded as Excel.
+    page.get_by_role("link", name="报表").click()
+    expect(page.locator("#report-title")).to_contain_text("重大事故隐患清单")
+    expect(page.locator("#report-table tbody")).to_contain_text("阳光养老院")
+    href = page.locator("#download-xlsx").get_attribute("href")
+    assert href is not None and "format=xlsx" in href
+    download = page.request.get(f"{service.base}{href}")
+    assert download.status == 200
+    assert download.body()[:2] == b"PK", "an XLSX file (a zip)"
+
     detail = service.api("GET", f"/api/v1/tickets/{ticket_id}").json()
     assert detail["status"] == "closed"
     assert (detail["rectified_by"], detail["verified_by"]) == ("wu", "li")

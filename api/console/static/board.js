@@ -123,7 +123,8 @@ function card(alert) {
     field("board.field.count", String(alert.count)),
     field("board.field.contacts", ...contacts(institution)),
     alert.note ? field("board.field.note", alert.note) : null,
-    alert.ticket_id ? field("board.field.ticket", alert.ticket_id) : null),
+    alert.ticket_id ? field("board.field.ticket",
+      el("a", { href: `/tickets/${encodeURIComponent(alert.ticket_id)}` }, alert.ticket_id)) : null),
   el("div", { class: "buttons" }, ...buttons));
 }
 
