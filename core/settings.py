@@ -87,6 +87,14 @@ class Webhook(BaseModel):
         default_factory=list, description="only institutions of these towns (empty: all)"
     )
     secret: SecretStr | None = Field(default=None, description="DingTalk robot signing secret")
+    language: Literal["zh-CN", "en"] | None = Field(
+        default=None, description="language of the notices; unset: [display] language"
+    )
+    msgtype: Literal["text", "markdown"] = Field(
+        default="text",
+        description="WeCom/DingTalk message type: text (@-mentions by phone) or markdown "
+        "(bold labels, a link; WeCom markdown mentions nobody)",
+    )
 
 
 class AlertSettings(BaseModel):
@@ -130,6 +138,19 @@ class AlertSettings(BaseModel):
         default=300, gt=0, description="an unacknowledged critical alert is sent again after"
     )
     webhooks: list[Webhook] = Field(default_factory=list, description="notification targets")
+    robot_messages_per_min: int = Field(
+        default=20,
+        ge=1,
+        le=600,
+        description="messages one WeCom/DingTalk robot takes a minute (their documented limit: 20)",
+    )
+    robot_merge_window_s: float = Field(
+        default=30,
+        ge=0,
+        le=600,
+        description="a robot notice of a non-critical kind waits this long for others of its kind "
+        "and town, to go as one message",
+    )
 
     @model_validator(mode="after")
     def _check_gas_levels(self) -> AlertSettings:

@@ -18,7 +18,9 @@ from typing import Any
 import httpx
 
 from alerts.metrics import AlertCollector
+from alerts.notices import NoticeContext
 from alerts.outputs import InfluxAlertOutput, MqttOutput, WebhookOutput
+from alerts.places import DevicePlaces
 from alerts.stage import AlertStage
 from alerts.store import AlertStore
 from core.accounts import Accounts
@@ -136,8 +138,14 @@ class Parts:
             InfluxAlertOutput(build_sink(settings), events, checkpoints),
             TicketPoints(build_sink(settings), events, checkpoints),
         ]
+        notices = NoticeContext(
+            settings.display.zone,
+            settings.display.language,
+            settings.console_url,
+            DevicePlaces(repository.device, away=lambda: watch.away),
+        )
         outputs += [
-            WebhookOutput(hook, http, institutions.get, events, checkpoints)
+            WebhookOutput(hook, http, institutions.get, events, checkpoints, notices)
             for hook in settings.alerts.webhooks
         ]
         users = UserStore(engine, away=lambda: watch.away)
