@@ -271,3 +271,74 @@ def _ticket_notice(message: dict[str, Any], context: NoticeContext, lang: Langua
 def _path(identifier: str) -> str:
     """An id as a URL path segment (ids are ours: hex or digits; this keeps it so)."""
     return "".join(c for c in str(identifier) if c.isalnum() or c in "-_.")
+
+
+# ---------------------------------------------------------------------- merged notices
+
+MERGED_SHOWN = 5  # members listed by name; the rest are counted
+COUNTED = {
+    "zh-CN": {
+        "device_offline": "{n} 台设备离线",
+        "low_battery": "{n} 台设备电量低",
+        "device_fault": "{n} 台设备故障",
+        "tamper": "{n} 台设备被拆",
+        "smoke_alarm": "{n} 个烟感报警",
+        "fire_confirmed": "{n} 处火警确认",
+        "gas_leak": "{n} 处燃气泄漏",
+        "co_alarm": "{n} 处一氧化碳报警",
+    },
+    "en": {
+        "device_offline": "{n} devices offline",
+        "low_battery": "{n} devices with a low battery",
+        "device_fault": "{n} device faults",
+        "tamper": "{n} devices tampered with",
+        "smoke_alarm": "{n} smoke alarms",
+        "fire_confirmed": "{n} confirmed fires",
+        "gas_leak": "{n} gas leaks",
+        "co_alarm": "{n} CO alarms",
+    },
+}
+MORE = {"zh-CN": "…等共 {n} 条", "en": "… {n} in all"}
+LIST_LABEL = {"zh-CN": "在控制台查看全部", "en": "Open the list in the console"}
+
+
+def merged_notice(
+    messages: list[dict[str, Any]], context: NoticeContext, language: Language
+) -> Notice:
+    """Notices of one kind, action and town (or institution) as one: a count, the first few,
+    a link to the list. `messages` are in log order and all alerts or all tickets."""
+    lang = language if language in LABEL else "zh-CN"
+    first, n = messages[0], len(messages)
+    institution = first.get("institution") or {}
+    town = f"（{inert(institution['town'], 30)}）" if institution.get("town") else ""
+    if "ticket" in first:
+        action = TICKET_ACTION[lang].get(first["action"], inert(first["action"], 30))
+        title = f"{LABEL[lang]['ticket_title']} · {action} × {n}{town}"
+        link = f"{context.console_url}/tickets"
+    else:
+        alert = first["alert"]
+        kind, action = alert["kind"], first["action"]
+        severity = SEVERITY[lang].get(alert["severity"], "")
+        counted = COUNTED[lang].get(kind, "{n} " + inert(kind, 40)).format(n=n)
+        if action != "raised":
+            counted += " · " + ACTION[lang].get(action, inert(action, 30))
+        title = f"【{severity}】{counted}{town}" if lang == "zh-CN" else f"[{severity}] {counted}"
+        link = f"{context.console_url}/alerts?kind={_path(kind)}"
+    lines = [(str(i), _member(m, context)) for i, m in enumerate(messages[:MERGED_SHOWN], 1)]
+    if n > MERGED_SHOWN:
+        lines.append(("…", MORE[lang].format(n=n)))
+    return Notice(title, lines, link, LIST_LABEL[lang])
+
+
+def _member(message: dict[str, Any], context: NoticeContext) -> str:
+    """One member of a merged notice: where, what, when."""
+    institution = message.get("institution") or {}
+    item = message.get("alert") or message.get("ticket") or {}
+    name = inert(institution.get("name") or item.get("institution", ""), 40)
+    if "ticket" in message:
+        what = quoted(item.get("title", ""), 40)
+    else:
+        place = _place(context.places(item["device"]))
+        what = " ".join(x for x in (place, inert(item["device"], 64)) if x)
+    when = local_time(message["at"], context.zone)[11:] if message.get("at") else ""
+    return " · ".join(x for x in (name, what, when) if x)

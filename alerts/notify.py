@@ -13,11 +13,11 @@ import hmac
 import re
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from alerts.notices import NoticeContext, local_time, notice
+from alerts.notices import NoticeContext, local_time, merged_notice, notice
 from core.alerting import Alert, AlertAction, AlertChange, AlertState, Severity
 from core.clock import to_epoch_ms
 from core.points import FieldValue, Point
@@ -154,11 +154,18 @@ def render(
     message: dict[str, Any],
     now_ms: int | None = None,
     context: NoticeContext | None = None,
+    more: Sequence[dict[str, Any]] = (),
 ) -> tuple[str, Any]:
-    """The URL and JSON body for one webhook delivery."""
+    """The URL and JSON body for one webhook delivery (robots: of `message` and `more`
+    merged into one, when given)."""
     context = context or NoticeContext()
     language = hook.language or context.language
-    readable = notice(message, context, language)
+    if more and hook.format != "generic":
+        readable = merged_notice([message, *more], context, language)
+        phones = sorted({p for m in (message, *more) for p in mentions(m)})
+    else:
+        readable = notice(message, context, language)
+        phones = mentions(message)
     url = str(hook.url)
     if hook.format == "generic":
         # The machine fields as they were; people's text, local time and the link added.
@@ -168,7 +175,6 @@ def render(
             "link": readable.link,
         }
         return url, message | added
-    phones = mentions(message)
     if hook.format == "wecom":
         if hook.msgtype == "markdown":  # WeCom markdown cannot mention by mobile number
             content = _cut(readable.markdown(language), MAX_MARKDOWN_BYTES)

@@ -21,6 +21,7 @@ from alerts.metrics import AlertCollector
 from alerts.notices import NoticeContext
 from alerts.outputs import InfluxAlertOutput, MqttOutput, WebhookOutput
 from alerts.places import DevicePlaces
+from alerts.robots import RobotOutput, robot_state_dir
 from alerts.stage import AlertStage
 from alerts.store import AlertStore
 from core.accounts import Accounts
@@ -144,10 +145,25 @@ class Parts:
             settings.console_url,
             DevicePlaces(repository.device, away=lambda: watch.away),
         )
-        outputs += [
-            WebhookOutput(hook, http, institutions.get, events, checkpoints, notices)
-            for hook in settings.alerts.webhooks
-        ]
+        for hook in settings.alerts.webhooks:
+            if hook.format == "generic":  # one delivery per change, its position as the id
+                outputs.append(
+                    WebhookOutput(hook, http, institutions.get, events, checkpoints, notices)
+                )
+                continue
+            outputs.append(
+                RobotOutput(
+                    hook,
+                    http,
+                    institutions.get,
+                    events,
+                    checkpoints,
+                    state_dir=robot_state_dir(settings.data_dir),
+                    per_min=settings.alerts.robot_messages_per_min,
+                    merge_window_s=settings.alerts.robot_merge_window_s,
+                    context=notices,
+                )
+            )
         users = UserStore(engine, away=lambda: watch.away)
         accounts = Accounts(engine, settings.auth, away=lambda: watch.away, users=users)
         parts = cls(
