@@ -20,6 +20,7 @@ import httpx
 from alerts.metrics import AlertCollector
 from alerts.notices import NoticeContext
 from alerts.outputs import InfluxAlertOutput, MqttOutput, WebhookOutput
+from alerts.phone import PhoneOutput, build_provider
 from alerts.places import DevicePlaces
 from alerts.robots import RobotOutput, robot_state_dir
 from alerts.stage import AlertStage
@@ -162,6 +163,19 @@ class Parts:
                     per_min=settings.alerts.robot_messages_per_min,
                     merge_window_s=settings.alerts.robot_merge_window_s,
                     context=notices,
+                )
+            )
+        phone = build_provider(settings.alerts.phone)
+        if phone is not None:
+            outputs.append(
+                PhoneOutput(
+                    settings.alerts.phone,
+                    phone,
+                    institutions.get,
+                    events,
+                    checkpoints,
+                    escalation_interval_s=settings.alerts.escalation_interval_s,
+                    zone=settings.display.zone,
                 )
             )
         users = UserStore(engine, away=lambda: watch.away)
@@ -309,6 +323,8 @@ def _outside(consumer: Consumer) -> str:
         return "the time-series store"
     if name == "mqtt":
         return "the MQTT broker"
+    if name == "phone":
+        return "the SMS and voice provider"
     return "the database"
 
 
