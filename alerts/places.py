@@ -1,57 +1,84 @@
-"""Where devices hang (building, floor, room), for notices: the registry read once per device
-and kept a while; the receive path's directory keeps no locations (memory per device)."""
+"""Where devices hang (building, floor, room), for notices, without a database read on the way.
+
+The receive path's directory keeps no locations (memory per device), and a notice must not wait
+on a hung database: the places are read in one go at start and again in a background thread
+when older than `keep_s`; a lookup only reads memory. A device added since shows its place
+after the next reload; until then its notice goes without it.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-from core.registry.models import Device
+from core.models import DeviceKind
+from core.registry.models import Device, Location
 
 log = logging.getLogger(__name__)
 
 KEEP_S = 600.0  # a device moved in the registry shows in notices within this
-MOST = 20_000  # entries kept; beyond, the oldest go
 
 
 class DevicePlaces:
-    """A lookup of registry entries by device id that never raises: a notice without a room
-    beats no notice while the database is away."""
+    """Device id → its registry entry's location, from memory; never raises, never blocks."""
 
     def __init__(
         self,
-        fetch: Callable[[str], Device | None],
+        read_all: Callable[[], Iterable[Device]],
         *,
         away: Callable[[], bool] = lambda: False,
         keep_s: float = KEEP_S,
         clock: Callable[[], float] = time.monotonic,
+        background: bool = True,
     ) -> None:
-        self._fetch = fetch
+        self._read_all = read_all
         self._away = away
         self._keep_s = keep_s
         self._clock = clock
-        self._known: dict[str, tuple[float, Device | None]] = {}
-        self._lock = threading.Lock()
+        self._background = background
+        # Only devices with a place, as a tuple: most have none, and a model each costs ~1 KB.
+        self._known: dict[str, tuple[str | None, str | None, str | None]] = {}
+        self._loaded_at: float | None = None
+        self._loading = threading.Lock()
+
+    def load(self) -> int:
+        """Read every device's place (blocking); how many have one. Failures are logged."""
+        try:
+            known = {
+                d.id: (d.location.building, d.location.floor, d.location.room)
+                for d in self._read_all()
+                if d.location.building or d.location.floor or d.location.room
+            }
+        except Exception as exc:  # noqa: BLE001 - notices go out without places meanwhile
+            log.warning("device places for notices not read: %s", exc)
+            return len(self._known)
+        finally:
+            self._loaded_at = self._clock()
+        self._known = known
+        return len(known)
 
     def __call__(self, device_id: str) -> Device | None:
-        """The device's registry entry, or None (unknown, or the database away)."""
-        now = self._clock()
-        with self._lock:
-            hit = self._known.get(device_id)
-        if hit is not None and now - hit[0] < self._keep_s:
-            return hit[1]
-        stale = hit[1] if hit is not None else None
-        if self._away():
-            return stale
+        """The device with its location, or None when no place is known."""
+        stale = self._loaded_at is None or self._clock() - self._loaded_at >= self._keep_s
+        if stale and not self._away() and self._loading.acquire(blocking=False):
+            if self._background:
+                threading.Thread(target=self._reload, name="device-places", daemon=True).start()
+            else:
+                self._reload()
+        place = self._known.get(device_id)
+        if place is None:
+            return None
+        building, floor, room = place
+        location = Location.model_construct(building=building, floor=floor, room=room)
+        # Only the place is read; the other fields are not kept (memory).
+        return Device.model_construct(
+            id=device_id, institution="", kind=DeviceKind.SMOKE, location=location
+        )
+
+    def _reload(self) -> None:
         try:
-            found = self._fetch(device_id)
-        except Exception as exc:  # noqa: BLE001 - the notice goes out without the place
-            log.warning("device %s: no place for the notice: %s", device_id, exc)
-            return stale
-        with self._lock:
-            if len(self._known) >= MOST:
-                del self._known[next(iter(self._known))]
-            self._known[device_id] = (now, found)
-        return found
+            self.load()
+        finally:
+            self._loading.release()

@@ -140,11 +140,13 @@ class Parts:
             InfluxAlertOutput(build_sink(settings), events, checkpoints),
             TicketPoints(build_sink(settings), events, checkpoints),
         ]
+        places = DevicePlaces(repository.devices, away=lambda: watch.away)
+        places.load()  # at start, like the directory; reloaded off the delivery path
         notices = NoticeContext(
             settings.display.zone,
             settings.display.language,
             settings.console_url,
-            DevicePlaces(repository.device, away=lambda: watch.away),
+            places,
         )
         for hook in settings.alerts.webhooks:
             if hook.format == "generic":  # one delivery per change, its position as the id

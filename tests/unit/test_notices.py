@@ -202,25 +202,26 @@ def test_utc_times_in_the_generic_body_are_kept() -> None:
     assert datetime.fromisoformat(body["at"]).astimezone(UTC).hour == 13
 
 
-def test_device_places_are_kept_and_a_database_away_gives_the_last_known() -> None:
+def test_device_places_come_from_memory_and_a_failed_read_keeps_the_last() -> None:
     from alerts.places import DevicePlaces
 
-    calls: list[str] = []
-    state = {"away": False, "fail": False, "now": 0.0}
+    reads: list[float] = []
+    state = {"fail": False, "now": 0.0, "away": False}
 
-    def fetch(device_id: str) -> Device | None:
-        calls.append(device_id)
+    def read_all() -> list[Device]:
+        reads.append(state["now"])
         if state["fail"]:
             raise ConnectionError("database gone")
-        return device(room="305")
+        return [device(room="305"), Device(id="bare", institution="i", kind="gas")]
 
-    places = DevicePlaces(
-        fetch, away=lambda: bool(state["away"]), keep_s=60, clock=lambda: float(state["now"])
-    )
-    assert places("smoke-1") == device(room="305") and places("smoke-1") is not None
-    assert calls == ["smoke-1"], "read once while fresh"
+    places = DevicePlaces(read_all, away=lambda: bool(state["away"]), keep_s=60,
+                          clock=lambda: float(state["now"]), background=False)  # fmt: skip
+    assert places.load() == 1, "only devices with a place are kept"
+    found = places("smoke-1")
+    assert found is not None and found.location.room == "305"
+    assert places("bare") is None and places("unknown") is None and reads == [0.0]
     state["now"], state["away"] = 120.0, True
-    assert places("smoke-1") == device(room="305"), "stale but known while the database is away"
-    assert places("other") is None and calls == ["smoke-1"]
+    assert places("smoke-1") is not None and reads == [0.0], "no read while the database is away"
     state["away"], state["fail"] = False, True
-    assert places("other") is None, "a failing read gives no place, never an error"
+    assert places("smoke-1") is not None, "a failed reload keeps the last places"
+    assert reads == [0.0, 120.0]
