@@ -10,12 +10,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from alerts.notices import NoticeContext, local_time, merged_notice, notice
 from core.alerting import Alert, AlertAction, AlertChange, AlertState, Severity
 from core.clock import to_epoch_ms
 from core.points import FieldValue, Point
@@ -36,28 +38,6 @@ NOTIFY = frozenset(
     }
 )
 _QUIET = frozenset({AlertAction.REPEATED})
-
-KIND_ZH = {
-    "smoke_alarm": "烟感报警",
-    "fire_confirmed": "火警确认",
-    "gas_leak": "燃气泄漏",
-    "co_alarm": "一氧化碳报警",
-    "device_offline": "设备离线",
-    "low_battery": "电量低",
-    "device_fault": "设备故障",
-    "tamper": "设备被拆",
-}
-SEVERITY_ZH = {"critical": "紧急", "major": "重要", "minor": "次要", "warning": "提示"}
-ACTION_ZH = {
-    "raised": "新报警",
-    "reactivated": "再次报警",
-    "severity": "级别变化",
-    "escalated": "未确认·升级通知",
-    "acknowledged": "已确认",
-    "cleared": "已消除(待确认)",
-    "resolved": "已解除",
-}
-LEVEL_ZH = ["值班人员", "机构主要负责人", "乡镇(街道)民政所", "区民政局"]
 
 InstitutionLookup = Callable[[str], Institution | None]
 
@@ -141,89 +121,82 @@ def alert_point(change: AlertChange) -> Point | None:
 
 # ---------------------------------------------------------------------- webhook bodies
 
+# Robots refuse longer messages (WeCom: text 2,048 bytes, markdown 4,096; DingTalk 20,000).
+MAX_TEXT_BYTES = 2000
+MAX_MARKDOWN_BYTES = 4000
+_PHONE = re.compile(r"\+?[0-9]{5,20}")
+
 
 def mentions(message: dict[str, Any]) -> list[str]:
-    """Phones to @-mention: the institution principal once the alert (or ticket) reached level 1."""
+    """Phones to @-mention: the institution principal once the alert (or ticket) reached level 1
+    (only a phone number: `@all` or a name in the registry's phone field mentions nobody)."""
     institution = message.get("institution") or {}
     principal = institution.get("principal") or {}
     level = (message.get("alert") or message.get("ticket") or {}).get("escalation_level", 0)
     phone = principal.get("phone")
-    return [phone] if phone and level >= 1 else []
-
-
-TICKET_ACTION_ZH = {
-    "opened": "新隐患工单",
-    "escalated": "逾期升级",
-    "rectified": "已整改待核查",
-    "verified": "已核查销号",
-    "rejected": "核查未通过",
-    "reopened": "重新打开",
-}
-TICKET_LEVEL_ZH = ["", "机构主要负责人", "乡镇(街道)民政所", "区民政局挂牌督办"]
-
-
-def ticket_text_zh(message: dict[str, Any]) -> str:
-    """A ticket change in Simplified Chinese."""
-    ticket = message["ticket"]
-    institution = message.get("institution") or {}
-    where = institution.get("name") or ticket["institution"]
-    major = "【重大事故隐患】" if ticket.get("major_hazard") else ""
-    lines = [
-        f"{major}隐患工单 · {TICKET_ACTION_ZH.get(message['action'], message['action'])}",
-        f"机构:{where}" + (f"({institution['town']})" if institution.get("town") else ""),
-        f"隐患:{ticket['title']}",
-        f"整改责任:{ticket['responsible_unit']} {ticket['responsible_person']}",
-        f"整改时限:{ticket['due_at']}",
-        f"工单编号:{ticket['id']}",
-    ]
-    level = ticket.get("escalation_level", 0)
-    if level:
-        lines.append(f"督办级别:{TICKET_LEVEL_ZH[min(level, 3)]}")
-    if message.get("note"):
-        lines.append(f"备注:{message['note']}({message['actor']})")
-    return "\n".join(lines)
+    return [phone] if phone and _PHONE.fullmatch(phone) and level >= 1 else []
 
 
 def text_zh(message: dict[str, Any]) -> str:
-    """The notification in Simplified Chinese, as duty groups read it."""
-    if "ticket" in message:
-        return ticket_text_zh(message)
-    alert = message["alert"]
-    institution = message.get("institution") or {}
-    where = institution.get("name") or alert["institution"]
-    lines = [
-        f"【{SEVERITY_ZH.get(alert['severity'], alert['severity'])}】"
-        f"{KIND_ZH.get(alert['kind'], alert['kind'])} · {ACTION_ZH.get(message['action'], '')}",
-        f"机构:{where}" + (f"({institution['town']})" if institution.get("town") else ""),
-        f"设备:{alert['device']}" + (f" 防火分区:{alert['zone']}" if alert.get("zone") else ""),
-        f"详情:{alert['detail']}",
-        f"时间:{message['at']}",
-        f"通知级别:{LEVEL_ZH[min(alert.get('escalation_level', 0), 3)]}",
-        f"报警编号:{alert['id']}",
-    ]
-    principal = institution.get("principal") or {}
-    if principal.get("name"):
-        lines.append(f"主要负责人:{principal['name']} {principal.get('phone') or ''}".rstrip())
-    if message.get("note"):
-        lines.append(f"备注:{message['note']}({message['actor']})")
-    return "\n".join(lines)
+    """The notification in Simplified Chinese as plain text, with the default display."""
+    return notice(message, NoticeContext(), "zh-CN").text("zh-CN")
 
 
-def render(hook: Webhook, message: dict[str, Any], now_ms: int | None = None) -> tuple[str, Any]:
-    """The URL and JSON body for one webhook delivery."""
+def _cut(text: str, most_bytes: int) -> str:
+    data = text.encode()
+    if len(data) <= most_bytes:
+        return text
+    return data[: most_bytes - 3].decode(errors="ignore") + "…"
+
+
+def render(
+    hook: Webhook,
+    message: dict[str, Any],
+    now_ms: int | None = None,
+    context: NoticeContext | None = None,
+    more: Sequence[dict[str, Any]] = (),
+) -> tuple[str, Any]:
+    """The URL and JSON body for one webhook delivery (robots: of `message` and `more`
+    merged into one, when given)."""
+    context = context or NoticeContext()
+    language = hook.language or context.language
+    if more and hook.format != "generic":
+        readable = merged_notice([message, *more], context, language)
+        phones = sorted({p for m in (message, *more) for p in mentions(m)})
+    else:
+        readable = notice(message, context, language)
+        phones = mentions(message)
     url = str(hook.url)
     if hook.format == "generic":
-        return url, message
-    text = text_zh(message)
-    phones = mentions(message)
+        # The machine fields as they were; people's text, local time and the link added.
+        added = {
+            "text": readable.text(language),
+            "at_local": local_time(message["at"], context.zone) if message.get("at") else None,
+            "link": readable.link,
+        }
+        return url, message | added
     if hook.format == "wecom":
-        # WeCom group robot: text messages can @-mention by mobile number.
-        return url, {"msgtype": "text", "text": {"content": text, "mentioned_mobile_list": phones}}
-    body = {
-        "msgtype": "text",
-        "text": {"content": text + "".join(f" @{p}" for p in phones)},
-        "at": {"atMobiles": phones, "isAtAll": False},
-    }
+        if hook.msgtype == "markdown":  # WeCom markdown cannot mention by mobile number
+            content = _cut(readable.markdown(language), MAX_MARKDOWN_BYTES)
+            return url, {"msgtype": "markdown", "markdown": {"content": content}}
+        content = _cut(readable.text(language), MAX_TEXT_BYTES)
+        return url, {
+            "msgtype": "text",
+            "text": {"content": content, "mentioned_mobile_list": phones},
+        }
+    at = "".join(f" @{p}" for p in phones)  # DingTalk mentions only who is named in the text too
+    if hook.msgtype == "markdown":
+        text = _cut(readable.markdown(language), MAX_MARKDOWN_BYTES) + at
+        body: dict[str, Any] = {
+            "msgtype": "markdown",
+            "markdown": {"title": readable.title, "text": text},
+        }
+    else:
+        body = {
+            "msgtype": "text",
+            "text": {"content": _cut(readable.text(language), MAX_TEXT_BYTES) + at},
+        }
+    body["at"] = {"atMobiles": phones, "isAtAll": False}
     if hook.secret is not None:
         url = _dingtalk_signed(url, hook.secret.get_secret_value(), now_ms)
     return url, body

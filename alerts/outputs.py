@@ -20,6 +20,7 @@ import httpx
 import orjson
 
 from alerts.events import alert_changes, from_event
+from alerts.notices import NoticeContext
 from alerts.notify import (
     InstitutionLookup,
     Message,
@@ -64,12 +65,14 @@ class WebhookOutput(Checkpointed):
         institutions: InstitutionLookup,
         events: EventLog,
         checkpoints: FileCheckpoints,
+        context: NoticeContext | None = None,
     ) -> None:
         super().__init__(events, checkpoints)
         self.name = f"webhook:{hook.name}"
         self.hook = hook
         self._http = http
         self._institutions = institutions
+        self._context = context or NoticeContext()
         self.delivered = 0
 
     def handle(self, events: Sequence[LogEvent]) -> None:
@@ -99,7 +102,7 @@ class WebhookOutput(Checkpointed):
 
     def send(self, delivery: int, body: dict[str, Any]) -> None:
         """One delivery; raises WebhookError or httpx.HTTPError when not taken."""
-        url, payload = render(self.hook, body)
+        url, payload = render(self.hook, body, context=self._context)
         headers = {DELIVERY_HEADER: str(delivery)}
         response = self._http.post(url, json=payload, headers=headers, timeout=WEBHOOK_TIMEOUT_S)
         if response.status_code >= 300:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
@@ -87,6 +88,94 @@ class Webhook(BaseModel):
         default_factory=list, description="only institutions of these towns (empty: all)"
     )
     secret: SecretStr | None = Field(default=None, description="DingTalk robot signing secret")
+    language: Literal["zh-CN", "en"] | None = Field(
+        default=None, description="language of the notices; unset: [display] language"
+    )
+    msgtype: Literal["text", "markdown"] = Field(
+        default="text",
+        description="WeCom/DingTalk message type: text (@-mentions by phone) or markdown "
+        "(bold labels, a link; WeCom markdown mentions nobody)",
+    )
+
+
+_PHONE_NUMBER = r"^\+?[0-9]{6,15}$"
+
+
+class PhoneSettings(BaseModel):
+    """Voice calls and SMS through a cloud provider (alerts/phone.py, docs/notifications.md)."""
+
+    model_config = _SECTION
+    provider: Literal["none", "tencent"] = Field(
+        default="none", description="none, or tencent (Tencent Cloud SMS and VMS)"
+    )
+    sms_endpoint: str | None = Field(
+        default=None, description="http(s)://host[:port] of the SMS API; unset: the provider's"
+    )
+    voice_endpoint: str | None = Field(
+        default=None, description="http(s)://host[:port] of the voice API; unset: the provider's"
+    )
+    region: str = Field(default="ap-guangzhou", min_length=1, description="provider region")
+    secret_id: SecretStr | None = Field(default=None, description="API key id (SecretId)")
+    secret_key: SecretStr | None = Field(default=None, description="API key secret (SecretKey)")
+    sms_app_id: str | None = Field(default=None, description="SMS application id (SmsSdkAppId)")
+    sms_sign_name: str | None = Field(default=None, description="approved SMS signature (签名)")
+    sms_template_id: str | None = Field(
+        default=None, description="approved SMS template, parameters {1}..{5} (docs)"
+    )
+    voice_app_id: str | None = Field(default=None, description="voice application id")
+    voice_template_id: str | None = Field(
+        default=None, description="approved voice (TTS) template, parameters {1}..{3} (docs)"
+    )
+    voice_play_times: int = Field(default=2, ge=1, le=3, description="times the call repeats")
+    duty_phones: list[str] = Field(
+        default_factory=list, description="duty phones called for unacknowledged critical alarms"
+    )
+    sms_phones: list[str] = Field(
+        default_factory=list, description="phones that get an SMS of each alarm at sms_severity"
+    )
+    sms_principal: bool = Field(
+        default=False, description="the institution principal's phone gets the SMS too"
+    )
+    sms_severity: Severity = Field(default=Severity.CRITICAL, description="least severity by SMS")
+    call_after_min: float = Field(
+        default=5,
+        gt=0,
+        le=1440,
+        description="a critical alarm nobody acknowledged this long calls the duty phones "
+        "(at the first escalation at or after it; again each such span)",
+    )
+    timeout_s: float = Field(default=10, gt=0, le=60, description="longest wait for the provider")
+
+    @field_validator("duty_phones", "sms_phones")
+    @classmethod
+    def _check_phones(cls, value: list[str]) -> list[str]:
+        for phone in value:
+            if not re.fullmatch(_PHONE_NUMBER, phone):
+                raise ValueError(f"not a phone number: {phone!r} (digits, optional leading +)")
+        return value
+
+    @field_validator("sms_endpoint", "voice_endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+    @model_validator(mode="after")
+    def _check_complete(self) -> PhoneSettings:
+        if self.provider == "none":
+            return self
+        missing = [k for k in ("secret_id", "secret_key") if getattr(self, k) is None]
+        if self.duty_phones:
+            missing += [k for k in ("voice_app_id", "voice_template_id") if not getattr(self, k)]
+        if self.sms_phones or self.sms_principal:
+            needed = ("sms_app_id", "sms_sign_name", "sms_template_id")
+            missing += [k for k in needed if not getattr(self, k)]
+        if missing:
+            raise ValueError(f"provider {self.provider} needs {', '.join(missing)}")
+        return self
 
 
 class AlertSettings(BaseModel):
@@ -130,6 +219,23 @@ class AlertSettings(BaseModel):
         default=300, gt=0, description="an unacknowledged critical alert is sent again after"
     )
     webhooks: list[Webhook] = Field(default_factory=list, description="notification targets")
+    robot_messages_per_min: int = Field(
+        default=20,
+        ge=1,
+        le=600,
+        description="messages one WeCom/DingTalk robot takes a minute (their documented limit: 20)",
+    )
+    phone: PhoneSettings = Field(
+        default_factory=PhoneSettings,
+        description="voice calls and SMS ([alerts.phone] in TOML, HAZARDWATCH_ALERTS__PHONE__*)",
+    )
+    robot_merge_window_s: float = Field(
+        default=30,
+        ge=0,
+        le=600,
+        description="a robot notice of a non-critical kind waits this long for others of its kind "
+        "and town, to go as one message",
+    )
 
     @model_validator(mode="after")
     def _check_gas_levels(self) -> AlertSettings:

@@ -18,7 +18,11 @@ from typing import Any
 import httpx
 
 from alerts.metrics import AlertCollector
+from alerts.notices import NoticeContext
 from alerts.outputs import InfluxAlertOutput, MqttOutput, WebhookOutput
+from alerts.phone import PhoneOutput, build_provider
+from alerts.places import DevicePlaces
+from alerts.robots import RobotOutput, robot_state_dir
 from alerts.stage import AlertStage
 from alerts.store import AlertStore
 from core.accounts import Accounts
@@ -136,10 +140,46 @@ class Parts:
             InfluxAlertOutput(build_sink(settings), events, checkpoints),
             TicketPoints(build_sink(settings), events, checkpoints),
         ]
-        outputs += [
-            WebhookOutput(hook, http, institutions.get, events, checkpoints)
-            for hook in settings.alerts.webhooks
-        ]
+        places = DevicePlaces(repository.devices, away=lambda: watch.away)
+        places.load()  # at start, like the directory; reloaded off the delivery path
+        notices = NoticeContext(
+            settings.display.zone,
+            settings.display.language,
+            settings.console_url,
+            places,
+        )
+        for hook in settings.alerts.webhooks:
+            if hook.format == "generic":  # one delivery per change, its position as the id
+                outputs.append(
+                    WebhookOutput(hook, http, institutions.get, events, checkpoints, notices)
+                )
+                continue
+            outputs.append(
+                RobotOutput(
+                    hook,
+                    http,
+                    institutions.get,
+                    events,
+                    checkpoints,
+                    state_dir=robot_state_dir(settings.data_dir),
+                    per_min=settings.alerts.robot_messages_per_min,
+                    merge_window_s=settings.alerts.robot_merge_window_s,
+                    context=notices,
+                )
+            )
+        phone = build_provider(settings.alerts.phone)
+        if phone is not None:
+            outputs.append(
+                PhoneOutput(
+                    settings.alerts.phone,
+                    phone,
+                    institutions.get,
+                    events,
+                    checkpoints,
+                    escalation_interval_s=settings.alerts.escalation_interval_s,
+                    zone=settings.display.zone,
+                )
+            )
         users = UserStore(engine, away=lambda: watch.away)
         accounts = Accounts(engine, settings.auth, away=lambda: watch.away, users=users)
         parts = cls(
@@ -285,6 +325,8 @@ def _outside(consumer: Consumer) -> str:
         return "the time-series store"
     if name == "mqtt":
         return "the MQTT broker"
+    if name == "phone":
+        return "the SMS and voice provider"
     return "the database"
 
 

@@ -58,7 +58,7 @@ def alert(**update: Any) -> Alert:
         "updated_at": AT,
         "last_seen_at": AT,
         "value": 55.0,
-        "detail": "gas 55 %LEL",
+        "detail": "gas 55.0 %LEL, level 2",
     }
     return Alert(**(values | update))
 
@@ -157,16 +157,23 @@ def message(escalations: int = 0, note: str | None = None) -> dict[str, Any]:
 def test_the_chinese_text_names_what_where_and_who() -> None:
     text = text_zh(message(escalations=2, note="已关阀"))
     assert text.splitlines()[0] == "【紧急】燃气泄漏 · 未确认·升级通知"
-    assert "机构:阳光养老院(城关镇)" in text
-    assert "设备:gas-1 防火分区:kitchen" in text
-    assert "通知级别:乡镇(街道)民政所" in text
+    assert "机构:阳光养老院（城关镇）" in text
+    assert "防火分区:kitchen\n设备:gas-1\n读数:55.0 %LEL\n详情:可燃气体浓度达到2级报警" in text
+    assert "时间:2026-11-23 16:00:00" in text, "in Asia/Shanghai, as people read it"
+    assert "通知级别:乡镇（街道）民政所" in text
     assert "主要负责人:张三 13800000001" in text
-    assert "备注:已关阀(zhou)" in text
+    assert "备注:「已关阀」（zhou）" in text
+    assert text.splitlines()[-1] == "在控制台查看:http://127.0.0.1:8080/alerts/a1"
 
 
-def test_generic_webhooks_get_the_message_itself() -> None:
+def test_generic_webhooks_get_the_message_itself_plus_text_local_time_and_link() -> None:
     body = message()
-    assert render(hook("duty"), body) == ("http://robot.example/duty", body)
+    url, sent = render(hook("duty"), body)
+    assert url == "http://robot.example/duty"
+    assert {k: v for k, v in sent.items() if k in body} == body, "machine fields as they were"
+    assert sent["at"] == "2026-11-23T08:00:00+00:00" and sent["at_local"] == "2026-11-23 16:00:00"
+    assert sent["link"] == "http://127.0.0.1:8080/alerts/a1"
+    assert sent["text"] == text_zh(body)
 
 
 def test_wecom_mentions_the_principal_from_level_1() -> None:
