@@ -103,7 +103,8 @@ function card(alert) {
     class: `alarm sev-${alert.severity} state-${alert.state}${attention ? " flash" : ""}`
       + (config.focus === alert.id ? " focus" : ""),
     id: `alarm-${alert.id}`,
-    dataset: { id: alert.id, kind: alert.kind, severity: alert.severity, state: alert.state },
+    dataset: { id: alert.id, kind: alert.kind, severity: alert.severity, state: alert.state,
+      device: alert.device },
   },
   el("header", {},
     el("span", { class: "badge" }, t(`severity.${alert.severity}`)),
@@ -128,6 +129,20 @@ function card(alert) {
   el("div", { class: "buttons" }, ...buttons));
 }
 
+// Each alarm's card, kept while nothing it shows has changed: a board of hundreds of alarms
+// draws only what an event changed.
+const cards = new Map(); // id -> { key, node }
+
+function cached(alert) {
+  const key = [alert.updated_at, alert.state, alert.severity, alert.count,
+    devices.has(alert.device), institutions.has(alert.institution)].join("|");
+  const known = cards.get(alert.id);
+  if (known && known.key === key) return known.node;
+  const node = card(alert);
+  cards.set(alert.id, { key, node });
+  return node;
+}
+
 function filtered() {
   const town = $("filter-town").value;
   const type = $("filter-type").value;
@@ -147,7 +162,8 @@ function draw() {
   requestAnimationFrame(() => {
     drawing = false;
     const shown = filtered();
-    list.replaceChildren(...shown.map(card));
+    list.replaceChildren(...shown.map(cached));
+    for (const id of cards.keys()) if (!alarms.has(id)) cards.delete(id);
     $("empty").hidden = shown.length > 0;
     $("count-total").textContent = String(shown.length);
     for (const severity of Object.keys(RANK)) {
