@@ -12,6 +12,7 @@ import json
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Cookie, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -157,6 +158,43 @@ def alert_page(alert_id: str, context: ContextDep, hw_lang: LanguageCookie = Non
         page="board",
         thresholds=thresholds(context),
         focus=alert_id[:64],
+    )
+
+
+@router.get("/institutions")
+def institutions_page(context: ContextDep, hw_lang: LanguageCookie = None) -> HTMLResponse:
+    """The institutions the person may see, with their devices' state and open alarms."""
+    return page(context, language_of(context, hw_lang), "institutions.html", page="institutions")
+
+
+@router.get("/institutions/{institution_id}")
+def institution_page(
+    institution_id: str, context: ContextDep, hw_lang: LanguageCookie = None
+) -> HTMLResponse:
+    """One institution: its devices and their state, open alarms and tickets."""
+    return page(
+        context,
+        language_of(context, hw_lang),
+        "institution.html",
+        page="institution",
+        institution=institution_id[:64],
+        back=f"/institutions/{quote(institution_id[:64])}",
+    )
+
+
+@router.get("/devices/{device_id}")
+def device_page(
+    device_id: str, context: ContextDep, hw_lang: LanguageCookie = None
+) -> HTMLResponse:
+    """One device: its readings chart with the thresholds, and its alarm history."""
+    return page(
+        context,
+        language_of(context, hw_lang),
+        "device.html",
+        page="device",
+        device=device_id[:64],
+        thresholds=thresholds(context),
+        back=f"/devices/{quote(device_id[:64])}",
     )
 
 
