@@ -19,7 +19,7 @@ from api.streams import StreamSlots
 from core.accounts import Accounts
 from core.db import DatabaseUnavailableError, DatabaseWatch
 from core.health import Health
-from core.ports import EventLog
+from core.ports import EventLog, ReadingsSource
 from core.registry.repository import RegistryRepository
 from core.sessions import Session, csrf_matches, csrf_token
 from core.settings import DisplaySettings
@@ -58,6 +58,8 @@ class ApiContext:
     bootstrap_revoked: Callable[[], bool] = field(default=lambda: False)
     # What people read: the console's time zone and default language.
     display: DisplaySettings = field(default_factory=DisplaySettings)
+    # A device's readings read back from the time-series store (None: no store to ask).
+    readings: ReadingsSource | None = None
 
 
 def get_context(request: Request) -> ApiContext:

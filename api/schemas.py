@@ -13,6 +13,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -102,6 +103,36 @@ class DevicePublic(Device):
     last_seq: int | None = Field(default=None, description="highest seq received")
     missing: int = Field(
         default=0, description="messages skipped in seq since the service started, not come late"
+    )
+
+
+# [time, mean]; described as a two-item array (OpenAPI 3.1 prefixItems reach FastAPI's
+# schema as the old `items: [...]`, which is no valid schema).
+ReadingPair = Annotated[
+    tuple[datetime, float],
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}]},
+            "minItems": 2,
+            "maxItems": 2,
+            "description": "[bucket start (UTC), mean]",
+        }
+    ),
+]
+
+
+class ReadingsPublic(BaseModel):
+    """A device's readings, downsampled: per field, [bucket start (UTC), mean] oldest first."""
+
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
+
+    device: str
+    start: datetime = Field(alias="from", description="from (inclusive), UTC")
+    stop: datetime = Field(alias="to", description="to (exclusive), UTC")
+    every_s: int = Field(description="bucket size in seconds")
+    fields: dict[str, list[ReadingPair]] = Field(
+        description="field -> [[time, mean]], empty buckets left out"
     )
 
 

@@ -9,6 +9,7 @@ from core.points import Point
 
 if TYPE_CHECKING:
     from core.eventlog import LogEvent, NewEvent
+    from core.readings import ReadingsQuery, Series
 
 
 class TimeSeriesSink(Protocol):
@@ -22,6 +23,21 @@ class TimeSeriesSink(Protocol):
 
     def ping(self) -> bool:
         """True when the store answers."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class ReadingsSource(Protocol):
+    """Where the API reads a device's readings back: InfluxDB 1.x or 2.x, or the embedded
+    store; downsampled by the store itself."""
+
+    def readings(self, query: ReadingsQuery) -> Series:
+        """The mean of each field per bucket of `query.every_s` seconds (aligned to the
+        epoch), oldest first; empty buckets left out. StoreError when the store does not
+        answer or refuses the query."""
         ...
 
     def close(self) -> None:

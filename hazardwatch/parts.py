@@ -31,16 +31,16 @@ from core.db import DatabaseWatch, Timeouts, WalCheckpointer, make_engine, sessi
 from core.eventlog import JournalEventLog
 from core.health import Component, Health, TaskSpec
 from core.loops import repeat
-from core.ports import TimeSeriesSink
+from core.ports import ReadingsSource, TimeSeriesSink
 from core.registry.directory import DeviceDirectory
 from core.registry.institutions import InstitutionCache
 from core.registry.repository import RegistryRepository
 from core.settings import MqttEndpoint, Settings
 from core.users import UserStore
 from ingest.messages import Accepted
-from ingest.sinks.embedded import EmbeddedSink
-from ingest.sinks.influx_v1 import InfluxV1Sink
-from ingest.sinks.influx_v2 import InfluxV2Sink
+from ingest.sinks.embedded import EmbeddedReadings, EmbeddedSink
+from ingest.sinks.influx_v1 import InfluxV1Readings, InfluxV1Sink
+from ingest.sinks.influx_v2 import InfluxV2Readings, InfluxV2Sink
 from ingest.stage import IngestStage
 from tickets.attachments import AttachmentStore
 from tickets.outputs import TicketPoints
@@ -66,6 +66,17 @@ def build_sink(settings: Settings) -> TimeSeriesSink:
     return InfluxV2Sink(settings.influx_url, settings.influx_db, settings.influx_org, token)
 
 
+def build_readings(settings: Settings) -> ReadingsSource:
+    """Where the API reads readings back: the same store the sink writes to."""
+    token = settings.influx_token.get_secret_value() if settings.influx_token else None
+    if settings.influx_url is None:
+        return EmbeddedReadings(settings.data_dir / "timeseries.sqlite")
+    if settings.influx_api == "v1":
+        return InfluxV1Readings(settings.influx_url, settings.influx_db, token)
+    assert token is not None  # enforced by Settings
+    return InfluxV2Readings(settings.influx_url, settings.influx_db, settings.influx_org, token)
+
+
 @dataclass
 class Parts:
     """The stages and what connects them."""
@@ -85,6 +96,7 @@ class Parts:
     checkpointer: WalCheckpointer
     outputs: list[Consumer]
     http: httpx.Client
+    readings: ReadingsSource
 
     @classmethod
     def build(
@@ -198,6 +210,7 @@ class Parts:
             WalCheckpointer(engine),
             outputs,
             http,
+            build_readings(settings),
         )
         parts._wire()
         return parts
@@ -302,6 +315,7 @@ class Parts:
             self.accounts.audit.flush()
         self.ingest.close()
         self.http.close()
+        self.readings.close()
         self.events.close()
         with contextlib.suppress(Exception):  # writing them is retried at the next start
             self.directory.write_pending()

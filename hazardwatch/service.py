@@ -164,6 +164,7 @@ class Service:
             accounts=parts.accounts,
             bootstrap_revoked=BootstrapMarker(self.settings.data_dir),
             display=self.settings.display,
+            readings=parts.readings,
             readiness={
                 "broker": parts.ingest.source.connected.is_set,
                 "store": parts.ingest.sink.ping,

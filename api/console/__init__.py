@@ -194,6 +194,49 @@ def ticket_page(
     )
 
 
+@router.get("/institutions")
+def institutions_page(context: ContextDep, hw_lang: LanguageCookie = None) -> HTMLResponse:
+    """The institutions the person may see, with their devices' state and open alarms."""
+    return page(
+        context,
+        language_of(context, hw_lang),
+        "institutions.html",
+        "/institutions",
+        page="institutions",
+    )
+
+
+@router.get("/institutions/{institution_id}")
+def institution_page(
+    institution_id: str, context: ContextDep, hw_lang: LanguageCookie = None
+) -> HTMLResponse:
+    """One institution: its devices and their state, open alarms and tickets."""
+    return page(
+        context,
+        language_of(context, hw_lang),
+        "institution.html",
+        page="institution",
+        institution=institution_id[:64],
+        back=f"/institutions/{institution_id[:64]}",
+    )
+
+
+@router.get("/devices/{device_id}")
+def device_page(
+    device_id: str, context: ContextDep, hw_lang: LanguageCookie = None
+) -> HTMLResponse:
+    """One device: its readings chart with the thresholds, and its alarm history."""
+    return page(
+        context,
+        language_of(context, hw_lang),
+        "device.html",
+        page="device",
+        device=device_id[:64],
+        thresholds=thresholds(context),
+        back=f"/devices/{device_id[:64]}",
+    )
+
+
 @router.get("/language")
 def switch_language(
     request: Request,

@@ -15,6 +15,7 @@ from typing import Any
 
 from core.errors import StoreError
 from core.points import Point
+from core.readings import ReadingsQuery, Series, epoch_ms, from_epoch_ms
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS points (
@@ -113,3 +114,48 @@ class EmbeddedSink:
         """Close the connection."""
         with self._lock:
             self._db.close()
+
+
+class EmbeddedReadings:
+    """Reads a device's readings from the embedded store, averaged per bucket in SQL, over a
+    read-only connection of its own per query (the writer's lock is never waited for)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def readings(self, query: ReadingsQuery) -> Series:
+        """Means per bucket; buckets start at multiples of `every_s` since 1970 (as InfluxDB's)."""
+        every_ms = query.every_s * 1000
+        means = ", ".join("avg(json_extract(fields, ?))" for _ in query.fields)
+        # Times are from 1970 on (core/readings.py): integer division floors them.
+        sql = (
+            f"SELECT (time_ms / ?) * ? AS bucket, {means} FROM points"  # values only as ?
+            " WHERE device = ? AND measurement = 'reading' AND time_ms >= ? AND time_ms < ?"
+            " GROUP BY bucket ORDER BY bucket"
+        )
+        args = [
+            every_ms,
+            every_ms,
+            *(f"$.{name}" for name in query.fields),
+            query.device,
+            epoch_ms(query.start),
+            epoch_ms(query.stop),
+        ]
+        try:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
+            try:
+                rows = db.execute(sql, args).fetchall()
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"embedded store: {exc}", retryable=True) from None
+        series: Series = {name: [] for name in query.fields}
+        for bucket, *values in rows:
+            at = from_epoch_ms(bucket)
+            for name, value in zip(query.fields, values, strict=True):
+                if value is not None:
+                    series[name].append((at, float(value)))
+        return series
+
+    def close(self) -> None:
+        """Nothing is held open between queries."""

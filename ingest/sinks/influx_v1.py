@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import httpx
 
 from core.errors import StoreError
 from core.points import Point
+from core.readings import ReadingsQuery, Series, epoch_ms, from_epoch_ms
 from ingest.sinks.lineprotocol import encode_many
 
 log = logging.getLogger(__name__)
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+# A person waits for a chart: a store that takes longer is as good as away.
+READ_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 
 
 def classify(status: int, text: str) -> StoreError:
@@ -66,3 +70,69 @@ class InfluxV1Sink:
     def close(self) -> None:
         """Close the connection pool."""
         self._client.close()
+
+
+def string_literal(text: str) -> str:
+    """An InfluxQL string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def readings_influxql(query: ReadingsQuery) -> str:
+    """The InfluxQL of a readings query: means per bucket (epoch-aligned, as GROUP BY time
+    makes them), empty buckets left out (fill(none))."""
+    means = ", ".join(f'mean("{name}") AS "{name}"' for name in query.fields)
+    return (
+        f'SELECT {means} FROM "reading" WHERE "device" = {string_literal(query.device)}'
+        f" AND time >= {epoch_ms(query.start)}ms AND time < {epoch_ms(query.stop)}ms"
+        f" GROUP BY time({query.every_s}s) fill(none)"
+    )
+
+
+class InfluxV1Readings:
+    """Reads a device's readings with InfluxQL over `/query` (`user:password` as the token)."""
+
+    def __init__(self, url: str, database: str, token: str | None = None) -> None:
+        auth = tuple(token.split(":", 1)) if token else None
+        self._client = httpx.Client(base_url=url, timeout=READ_TIMEOUT, auth=auth)  # type: ignore[arg-type]
+        self._database = database
+
+    def readings(self, query: ReadingsQuery) -> Series:
+        """Means per bucket, from InfluxDB."""
+        params = {"db": self._database, "q": readings_influxql(query), "epoch": "ms"}
+        try:
+            response = self._client.get("/query", params=params)
+        except httpx.HTTPError as exc:
+            raise StoreError(f"InfluxDB unreachable: {exc!r}", retryable=True) from None
+        if response.status_code != 200:
+            raise classify(response.status_code, response.text)
+        try:
+            body: dict[str, Any] = response.json()
+        except ValueError:
+            raise StoreError(f"InfluxDB answered: {response.text[:300]}", retryable=True) from None
+        return _series(body, query.fields)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()
+
+
+def _series(body: dict[str, Any], fields: Sequence[str]) -> Series:
+    """The means of an InfluxQL answer (`epoch=ms`) by field."""
+    if "error" in body:
+        raise StoreError(f"InfluxDB: {str(body['error'])[:300]}", retryable=False)
+    found: Series = {name: [] for name in fields}
+    for result in body.get("results", []):
+        error = result.get("error")
+        if error is not None:
+            # Nothing written yet: the sink creates the database with its first write.
+            if str(error).startswith("database not found"):
+                continue
+            raise StoreError(f"InfluxDB: {str(error)[:300]}", retryable=False)
+        for series in result.get("series", []):
+            columns = series["columns"]
+            for row in series["values"]:
+                at = from_epoch_ms(int(row[0]))
+                for name, value in zip(columns[1:], row[1:], strict=True):
+                    if value is not None and name in found:
+                        found[name].append((at, float(value)))
+    return found

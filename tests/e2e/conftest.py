@@ -18,13 +18,15 @@ from tests.servers import require_binary
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/setup --servers installs it)
 
 
-@pytest.fixture(scope="session")
+# Module-scoped, not session-scoped: Playwright's sync API holds an event loop of its own
+# while it is open, and the async tests of other folders cannot run their loops beside it.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     """Debian's Chromium, headless."""
     launched = playwright.chromium.launch(

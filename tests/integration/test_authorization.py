@@ -108,6 +108,7 @@ MATRIX: dict[tuple[str, str], Expect] = {
     ("POST", "/api/v1/alerts/{alert_id}/resolve"): _acknowledge,
     ("GET", "/api/v1/devices"): _read,
     ("GET", "/api/v1/devices/{device_id}"): _seen,
+    ("GET", "/api/v1/devices/{device_id}/readings"): _seen,
     ("GET", "/api/v1/institutions"): _read,
     ("GET", "/api/v1/institutions/{institution_id}"): _seen,
     ("GET", "/api/v1/dead-letters"): _see_all_only,

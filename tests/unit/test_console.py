@@ -18,6 +18,7 @@ from api import console
 from api.app import create_app
 from api.deps import ApiContext
 from core.settings import DisplaySettings
+from tickets.models import TicketStatus
 
 STATIC = console.HERE / "static"
 TEMPLATES = console.HERE / "templates"
@@ -74,6 +75,9 @@ def test_every_text_the_pages_and_scripts_ask_for_is_in_the_catalogue() -> None:
         "severity": ["critical", "major", "minor", "warning"],
         "state": ["active", "acknowledged", "cleared", "resolved"],
         "device": ["smoke", "gas", "co", "multi"],
+        "status": ["alarm", "online", "offline", "fault", "low_battery", "unknown"],
+        "field": ["smoke_db_m", "gas_lel_pct", "co_ppm", "temperature_c", "battery_pct"],
+        "ticket.status": [s.value for s in TicketStatus],
     }.items():
         assert {f"{prefix}.{value}" for value in values} <= known
 
@@ -143,3 +147,31 @@ async def test_the_root_leads_to_the_board_and_the_files_are_served() -> None:
 def test_the_siren_is_a_short_sound_made_here() -> None:
     path: Path = STATIC / "siren.wav"
     assert 1_000 < path.stat().st_size < 64_000
+
+
+async def test_the_institution_and_device_pages_carry_their_id_and_only_the_device_charts() -> None:
+    app = make_app()
+    listed = await get(app, "/institutions")
+    assert listed.status_code == 200 and "institutions.js" in listed.text
+    home = await get(app, "/institutions/inst-1")
+    assert _config(home.text)["institution"] == "inst-1"
+    assert "back=/institutions/inst-1" in home.text  # the language switch comes back here
+    device = await get(app, "/devices/gas-1%3Cx%3E", cookies={console.LANGUAGE_COOKIE: "en"})
+    assert device.status_code == 200 and '<html lang="en">' in device.text
+    config = _config(device.text)
+    assert config["device"] == "gas-1<x>" and "thresholds" in config
+    assert "<x>" not in device.text  # escaped in the title and the settings
+    assert device.headers["Content-Security-Policy"] == console.CSP
+    charted = [page.text for page in (listed, home, device) if "vendor/echarts.min.js" in page.text]
+    assert charted == [device.text]
+
+
+def test_the_vendored_echarts_is_recorded_with_its_licence() -> None:
+    vendor = STATIC / "vendor"
+    script = (vendor / "echarts.min.js").read_text()
+    readme = (vendor / "README.md").read_text()
+    version = re.search(r"\| `echarts.min.js` \|[^|]*\| ([0-9.]+) \|", readme)
+    assert version, "the README names the version"
+    assert f'version="{version.group(1)}"' in script or f'"{version.group(1)}"' in script
+    assert "Apache License" in (vendor / "LICENSE-echarts.txt").read_text()
+    assert (vendor / "NOTICE-echarts.txt").read_text().startswith("Apache ECharts")
