@@ -136,14 +136,33 @@ function card(alert) {
 // draws only what an event changed.
 const cards = new Map(); // id -> { key, node }
 
-function cached(alert) {
+const BUILD_PER_FRAME = 60; // cards made per frame: a board of 500 opens without freezing
+
+function cached(alert, budget) {
   const key = [alert.updated_at, alert.state, alert.severity, alert.count,
     devices.has(alert.device), institutions.has(alert.institution)].join("|");
   const known = cards.get(alert.id);
   if (known && known.key === key) return known.node;
+  if (budget.left <= 0) return known?.node ?? null; // the next frame makes it
+  budget.left -= 1;
   const node = card(alert);
   cards.set(alert.id, { key, node });
   return node;
+}
+
+/** Put `nodes` in `parent` in this order, moving only what is out of place (a new alarm at
+ * the top is one insertion, not a board drawn anew). */
+function arrange(parent, nodes) {
+  let next = parent.firstChild;
+  for (const node of nodes) {
+    if (node === next) next = next.nextSibling;
+    else parent.insertBefore(node, next);
+  }
+  while (next) {
+    const after = next.nextSibling;
+    next.remove();
+    next = after;
+  }
 }
 
 function filtered() {
@@ -165,7 +184,9 @@ function draw() {
   requestAnimationFrame(() => {
     drawing = false;
     const shown = filtered();
-    list.replaceChildren(...shown.map(cached));
+    const budget = { left: BUILD_PER_FRAME };
+    arrange(list, shown.map((alert) => cached(alert, budget)).filter(Boolean));
+    if (budget.left <= 0) draw.again = true;
     for (const id of cards.keys()) if (!alarms.has(id)) cards.delete(id);
     $("empty").hidden = shown.length > 0;
     $("count-total").textContent = String(shown.length);
@@ -180,6 +201,10 @@ function draw() {
         target.scrollIntoView({ block: "center" });
         draw.focused = true;
       }
+    }
+    if (draw.again) {
+      draw.again = false;
+      draw();
     }
   });
 }
