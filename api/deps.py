@@ -126,6 +126,7 @@ def identify(
     authorization: str | None,
     cookies: Mapping[str, str],
     csrf: str | None,
+    https: bool = False,
 ) -> Caller:
     """The caller of a request, from its bearer token, else its session cookie; a change
     (POST, PUT, PATCH, DELETE) made with a session must carry the session's CSRF token.
@@ -137,8 +138,14 @@ def identify(
         if user is None:
             raise _unauthorized()
         return Caller(user, token=token)
-    session_id = cookies.get(SECURE_SESSION_COOKIE) or cookies.get(SESSION_COOKIE)
-    if not session_id or context.accounts is None:
+    if context.accounts is None:
+        raise _unauthorized()
+    session_id = cookies.get(SECURE_SESSION_COOKIE)
+    if session_id is None and not _secure_only(context.accounts, https):
+        # Plain HTTP only: under HTTPS a `hw_session` cookie that another subdomain or the
+        # network planted could log the browser into an account of its choosing.
+        session_id = cookies.get(SESSION_COOKIE)
+    if not session_id:
         raise _unauthorized()
     session = context.accounts.sessions.get(session_id)
     if session is None:
@@ -151,6 +158,12 @@ def identify(
             "the session's csrf_token (from the login's answer or GET /api/v1/session)",
         )
     return Caller(session.user, session_id=session_id, session=session)
+
+
+def _secure_only(accounts: Accounts, https: bool) -> bool:
+    """Whether sessions come only in the `__Host-` cookie (HTTPS, or always by the setting)."""
+    setting = accounts.settings.cookie_secure
+    return setting == "always" or (setting == "auto" and https)
 
 
 def user_for_token(context: ApiContext, token: str) -> User | None:
@@ -186,6 +199,7 @@ def require_caller(
             authorization=authorization,
             cookies=request.cookies,
             csrf=request.headers.get(CSRF_HEADER),
+            https=request.url.scheme == "https",
         )
     except RefusedError as refused:
         raise refused.http() from None

@@ -144,6 +144,7 @@ class BodyGate:
                 authorization=headers.get("authorization"),
                 cookies=cookie_parser(headers.get("cookie", "")),
                 csrf=headers.get(CSRF_HEADER),
+                https=scope.get("scheme") == "https",
             )
         except RefusedError as refused:
             return JSONResponse(

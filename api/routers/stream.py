@@ -77,6 +77,9 @@ async def stream(
                     ended = "token was revoked" if caller.token else "session has ended"
                     yield ServerSentEvent(comment=f"the {ended}")
                     return
+                # The institutions seen, anew: the registry may have moved one out of a town.
+                visible = await asyncio.to_thread(scope, context, user)
+                mine = None if visible is None else frozenset(visible)
             batch = await _next(cursor)
             if not batch:
                 if not await events.wait_async(cursor.position, WAIT_S):

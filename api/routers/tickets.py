@@ -270,9 +270,16 @@ def upload(
     return evidence
 
 
-INLINE_TYPES = frozenset(
-    {"image/jpeg", "image/png", "image/gif", "image/webp", "application/pdf", "text/plain"}
-)
+# Shown in the browser; any other file is downloaded as bytes, whatever type its uploader
+# declared. Not PDF: a reader plugin may run a PDF's scripts on this origin.
+INLINE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp", "text/plain"})
+# An evidence file is the uploader's, not ours: nothing in it may run, frame or be framed.
+FILE_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; img-src 'self'; sandbox",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
 
 
 @router.get(
@@ -287,13 +294,13 @@ def download(ticket_id: str, sha256: str, context: ContextDep, user: CurrentUser
     evidence = _uploaded(stage, ticket_id).get(sha256)
     if evidence is None or stage.attachments is None or not stage.attachments.has(sha256):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no attachment {sha256!r} on {ticket_id}")
-    kind = evidence.content_type or "application/octet-stream"
+    inline = evidence.content_type in INLINE_TYPES
     return FileResponse(
         stage.attachments.path(sha256),
-        media_type=kind,
+        media_type=evidence.content_type if inline else "application/octet-stream",
         filename=evidence.name,
-        content_disposition_type="inline" if kind in INLINE_TYPES else "attachment",
-        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600"},
+        content_disposition_type="inline" if inline else "attachment",
+        headers=FILE_HEADERS,
     )
 
 

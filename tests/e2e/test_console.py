@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from playwright.sync_api import Browser, Page, Request, expect
 
 from tests.integration.mqtt_tools import wait_until
-from tests.integration.service_process import change
+from tests.integration.service_process import StreamReader, change
 from tests.integration.sites import Site
 
 PASSWORD = "值班室的长口令 2026"
@@ -134,7 +134,14 @@ def test_the_board_fits_a_phone(site_factory: Any, browser: Browser) -> None:
     outside = Outside(service.base)
     context.on("request", outside)
     page = context.new_page()
-    _log_in(page, service.base, "wu")
+    # A link that would lead away after the login (the browser reads "/\\x" as "//x") leads
+    # to the board instead.
+    for elsewhere in ("/%5Cevil.example/x", "/%09/evil.example", "https://evil.example/"):
+        page.goto(f"{service.base}/login?next={elsewhere}")
+        page.get_by_label("用户名").fill("wu")
+        page.get_by_label("密码").fill(PASSWORD)
+        page.get_by_role("button", name="登录").click()
+        expect(page).to_have_url(f"{service.base}/board")
     site.send("gas-1", "telemetry", {"gas_lel_pct": 30.0})
     site.send("smoke-21", "event", {"type": "alarm", "source": "smoke"}, institution="inst-2")
     gas = site.stream.wait_for(change("raised", "gas_leak", "gas-1"), "the gas leak")["alert"]
@@ -275,3 +282,34 @@ def test_a_fault_ticket_is_worked_to_close_out_by_the_right_people(
     assert outside.seen == [], f"requests left the origin: {outside.seen}"
     for context in (desk, phone, town):
         context.close()
+
+
+def test_the_board_says_when_it_lost_its_stream_and_misses_nothing_when_back(
+    site_factory: Any, browser: Browser
+) -> None:
+    site: Site = site_factory()
+    service = site.service
+    service.add_user("zhao", "duty_officer", password=PASSWORD)
+    context = browser.new_context(viewport={"width": 1920, "height": 1080})
+    page = context.new_page()
+    _log_in(page, service.base, "zhao")
+    expect(page.locator("#connection")).to_have_text("实时连接正常")
+
+    # The service goes away: the board says so at once, in red, instead of looking calm.
+    site.stream.close()
+    service.kill()
+    expect(page.locator("#connection")).to_have_text(
+        "实时连接中断，正在重连——报警可能未显示！", timeout=10_000
+    )
+    expect(page.locator("body")).to_have_class(re.compile(r"\bdisconnected\b"))
+
+    # An alarm while it is away reaches the board once it is back (the broker kept it).
+    site.send("smoke-9", "event", {"type": "alarm", "source": "smoke"})
+    service.start()
+    site.stream = StreamReader(service)
+    expect(page.locator("#connection")).to_have_text("实时连接正常", timeout=30_000)
+    card = page.locator('.alarm[data-device="smoke-9"]')
+    expect(card).to_be_visible(timeout=15_000)
+    expect(card.locator(".kind")).to_have_text("烟感报警")
+    expect(page.locator(".alarm")).to_have_count(1)
+    context.close()

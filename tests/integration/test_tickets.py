@@ -275,6 +275,21 @@ def test_two_people_close_the_loop_and_each_sees_only_what_is_theirs(
         assert got.status_code == 200 and got.content == photo
         assert got.headers["content-type"] == "image/jpeg"
         assert "filename*=utf-8''%E6%9B%B4" in got.headers["content-disposition"]
+        assert got.headers["content-disposition"].startswith("inline")
+        assert "sandbox" in got.headers["content-security-policy"]
+        assert got.headers["x-frame-options"] == "DENY"
+    # A file its uploader calls a PDF or a web page is downloaded as bytes, never shown here.
+    for name, declared in (("检查表.pdf", "application/pdf"), ("x.html", "text/html")):
+        stored = service.api(
+            "POST",
+            f"{path}/attachments",
+            zhao,
+            files={"file": (name, b"<script>alert(1)</script>", declared)},
+        ).json()
+        got = service.api("GET", f"{path}/attachments/{stored['sha256']}", zhao)
+        assert got.headers["content-type"] == "application/octet-stream"
+        assert got.headers["content-disposition"].startswith("attachment")
+        assert got.headers["x-content-type-options"] == "nosniff"
 
     # The duty group heard of the ticket through the webhooks: opened, rectified, verified.
     def ticket_notices() -> list[str]:

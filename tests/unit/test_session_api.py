@@ -188,6 +188,38 @@ async def test_the_cookie_is_secure_over_https_or_as_set(
         (getattr(item, "close", None) or item.dispose)()  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize(
+    ("base", "setting"), [("https://hazardwatch", "auto"), ("http://hazardwatch", "always")]
+)
+async def test_under_https_only_the_host_cookie_opens_a_session(
+    tmp_path: Path, migrated: Path, base: str, setting: str
+) -> None:
+    # A `hw_session` cookie planted by a sibling subdomain or on the plain-HTTP network would
+    # log the browser into the planter's account: under HTTPS only `__Host-` counts.
+    made, closing = make_site(tmp_path, migrated, cookie_secure=setting)
+    transport = httpx.ASGITransport(app=made.app)
+    async with httpx.AsyncClient(transport=transport, base_url=base) as client:
+        answer = await client.post(
+            "/api/v1/session", json={"username": "zhao", "password": PASSWORD}
+        )
+        value = answer.headers["set-cookie"].split(";")[0].split("=", 1)[1]
+    async with httpx.AsyncClient(transport=transport, base_url=base) as client:
+        planted = await client.get("/api/v1/session", headers={"cookie": f"hw_session={value}"})
+        hosted = await client.get(
+            "/api/v1/session", headers={"cookie": f"__Host-hw_session={value}"}
+        )
+        # Also a change: BodyGate reads the cookie before the route does.
+        posted = await client.post(
+            "/api/v1/session/password",
+            headers={"cookie": f"hw_session={value}"},
+            json={"old": PASSWORD, "new": "another long passphrase"},
+        )
+    assert planted.status_code == 401 and hosted.status_code == 200
+    assert posted.status_code == 401
+    for item in closing:
+        (getattr(item, "close", None) or item.dispose)()  # type: ignore[attr-defined]
+
+
 async def test_a_login_is_json_only(client: httpx.AsyncClient) -> None:
     # A form on another site can post text/plain or a form, never application/json.
     for content_type in ("text/plain", "application/x-www-form-urlencoded"):

@@ -294,6 +294,7 @@ function apply(alert) {
 }
 
 async function load() {
+  loaded = false; // changes that come meanwhile wait in `early`, then go over the snapshot
   const [found, homes, fleet] = await Promise.all([
     api("GET", "/api/v1/alerts?state=open&limit=1000"),
     api("GET", "/api/v1/institutions"),
@@ -333,10 +334,17 @@ function onAlert(message) {
 function connect() {
   connection("connecting");
   stream = new EventSource("/api/v1/stream", { withCredentials: true });
-  stream.addEventListener("open", () => connection("open"));
+  stream.addEventListener("open", () => {
+    // Back after a break: read the board anew. Last-Event-ID resumes the stream, but a board
+    // that had received no event yet has none to send, and what changed meanwhile must show.
+    if (stream.wasDown) load().catch(failed);
+    stream.wasDown = false;
+    connection("open");
+  });
   stream.addEventListener("alert", onAlert);
   stream.addEventListener("reset", () => { load().catch(failed); });
   stream.addEventListener("error", () => {
+    stream.wasDown = true;
     connection("lost");
     if (stream.readyState === EventSource.CLOSED) {
       // The browser gave up (the session ended, or 429/503): find out, then try again.

@@ -5,8 +5,16 @@ const error = document.getElementById("login-error");
 
 function next() {
   const wanted = new URLSearchParams(location.search).get("next") || "/board";
-  // Only a page of this site: never a way to send someone elsewhere after logging in.
-  return wanted.startsWith("/") && !wanted.startsWith("//") ? wanted : "/board";
+  // Only a page of this site: never a way to send someone elsewhere after logging in (the
+  // browser's own parsing decides: "/\\evil.example" and "/\t/evil.example" lead away).
+  let target;
+  try {
+    target = new URL(wanted, location.origin);
+  } catch {
+    return "/board";
+  }
+  return target.origin === location.origin ? target.pathname + target.search + target.hash
+    : "/board";
 }
 
 form.addEventListener("submit", async (event) => {
