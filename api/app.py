@@ -29,6 +29,7 @@ from api.routers import (
     session,
     stream,
     tickets,
+    users,
 )
 from api.schemas import NUL_REFUSED
 from core.db import DatabaseUnavailableError
@@ -76,6 +77,7 @@ def create_app(
     app.include_router(stream.router)
     app.include_router(session.router)
     app.include_router(audit.router)
+    app.include_router(users.router)
     app.include_router(console.router)
     app.mount(console.STATIC_PATH, console.static_files(), name="static")
     for away in DATABASE_AWAY:

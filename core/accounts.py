@@ -207,8 +207,10 @@ class Accounts:
         with_token: bool,
         token_days: int | None = None,
         actor: str,
+        address: str | None = LOCAL,
     ) -> str | None:
-        """A new user with a password, a token or both; the token (shown once), if any."""
+        """A new user with a password, a token or both; the token (shown once), if any.
+        `address`: where the actor is (the command line: local)."""
         password_hash = None
         if password is not None:
             check_new_password(user.name, password, self.settings.password_min_length)
@@ -224,7 +226,7 @@ class Accounts:
             actor,
             Action.USER_ADDED,
             f"user:{user.name}",
-            LOCAL,
+            address,
             {
                 "role": user.role.value,
                 "institutions": list(user.institutions),
@@ -234,7 +236,9 @@ class Accounts:
         )
         return token
 
-    def reset_password(self, name: str, password: str, *, actor: str) -> int:
+    def reset_password(
+        self, name: str, password: str, *, actor: str, address: str | None = LOCAL
+    ) -> int:
         """An admin sets a user's password: every session of theirs ends (how many), and
         their failed logins are forgotten."""
         check_new_password(name, password, self.settings.password_min_length)
@@ -243,17 +247,17 @@ class Accounts:
         ended = self.sessions.end_all(name)
         self.lockout.succeeded([Key("user", name)])
         self.audit.record(
-            actor, Action.PASSWORD_RESET, f"user:{name}", LOCAL, {"sessions_ended": ended}
+            actor, Action.PASSWORD_RESET, f"user:{name}", address, {"sessions_ended": ended}
         )
         return ended
 
-    def revoke(self, name: str, *, actor: str) -> bool:
+    def revoke(self, name: str, *, actor: str, address: str | None = LOCAL) -> bool:
         """Disable a user: their token and sessions stop working (False: no such user)."""
         if not self.users.revoke(name):
             return False
         ended = self.sessions.end_all(name)
         self.audit.record(
-            actor, Action.USER_REVOKED, f"user:{name}", LOCAL, {"sessions_ended": ended}
+            actor, Action.USER_REVOKED, f"user:{name}", address, {"sessions_ended": ended}
         )
         return True
 

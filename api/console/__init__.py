@@ -179,6 +179,12 @@ def reports_page(context: ContextDep, hw_lang: LanguageCookie = None) -> HTMLRes
     return page(context, language_of(context, hw_lang), "reports.html", "/reports", page="reports")
 
 
+@router.get("/admin/users")
+def users_page(context: ContextDep, hw_lang: LanguageCookie = None) -> HTMLResponse:
+    """People's accounts (the API lets only admins in)."""
+    return page(context, language_of(context, hw_lang), "users.html", "/admin/users", page="users")
+
+
 @router.get("/tickets/{ticket_id}")
 def ticket_page(
     ticket_id: str, context: ContextDep, hw_lang: LanguageCookie = None

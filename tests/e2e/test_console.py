@@ -313,3 +313,45 @@ def test_the_board_says_when_it_lost_its_stream_and_misses_nothing_when_back(
     expect(card.locator(".kind")).to_have_text("烟感报警")
     expect(page.locator(".alarm")).to_have_count(1)
     context.close()
+
+
+def test_an_admin_adds_and_revokes_a_user_and_nobody_else_may(
+    site_factory: Any, browser: Browser
+) -> None:
+    site: Site = site_factory()
+    service = site.service
+    service.add_user("root", "admin", password=PASSWORD)
+    service.add_user("zhao", "duty_officer", password=PASSWORD)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    _log_in(page, service.base, "zhao")
+    page.get_by_role("link", name="用户管理").click()
+    expect(page.locator("#notice")).to_have_text("只有系统管理员可以管理用户")
+    expect(page.locator("#add-user")).to_be_hidden()
+    context.close()
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    _log_in(page, service.base, "root")
+    page.goto(f"{service.base}/admin/users")
+    form = page.locator("#add-user")
+    form.get_by_label("用户名").fill("chen")
+    form.get_by_label("姓名").fill("陈护理长")
+    form.get_by_label("角色").select_option("institution")
+    form.get_by_label("所属机构（机构、维保单位用户）").select_option(label="阳光养老院")
+    form.get_by_label("密码").fill("chen's own long passphrase")
+    form.get_by_role("button", name="新增").click()
+    row = page.locator('#users tr[data-name="chen"]')
+    expect(row).to_contain_text("陈护理长")
+    expect(row).to_contain_text("阳光养老院")
+    expect(row).to_contain_text("正常")
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="停用").click()
+    expect(row).to_contain_text("已停用")
+    refused = service.api(
+        "POST",
+        "/api/v1/session",
+        json={"username": "chen", "password": "chen's own long passphrase"},
+    )
+    assert refused.status_code == 401
+    context.close()

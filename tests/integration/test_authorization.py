@@ -46,6 +46,7 @@ def _users(service: ServiceProcess) -> dict[str, str]:
     """A token per role (each user has a password too); the scoped roles see inst-1
     (town_office through its town 城关镇)."""
     service.add_user("root", "admin", password=PASSWORD)
+    service.add_user("target", "duty_officer", password=PASSWORD)  # reset and revoked by admin
     return {
         "admin": TOKEN,
         "duty_officer": service.add_user("zhao", "duty_officer", password=PASSWORD),
@@ -94,6 +95,10 @@ def _in_a_session_only(role: str, own: bool) -> str | int:
     return 403  # a password is changed in a session: a bearer token cannot change it
 
 
+def _admin_only(role: str, own: bool) -> str | int:
+    return OK if role == "admin" else 403
+
+
 def _audit_readers(role: str, own: bool) -> str | int:
     return OK if role in {"admin", "bureau"} else 403
 
@@ -131,6 +136,10 @@ MATRIX: dict[tuple[str, str], Expect] = {
     ("DELETE", "/api/v1/session"): _read,  # 204: a token's caller has no session to end
     ("POST", "/api/v1/session/password"): _in_a_session_only,
     ("GET", "/api/v1/audit"): _audit_readers,
+    ("GET", "/api/v1/users"): _admin_only,
+    ("POST", "/api/v1/users"): _admin_only,
+    ("POST", "/api/v1/users/{name}/password"): _admin_only,
+    ("DELETE", "/api/v1/users/{name}"): _admin_only,
 }
 
 SOURCE = {
@@ -156,7 +165,9 @@ def _request(
     token: str | None,
 ) -> int:
     """The status of one request of the matrix, with a body that passes validation."""
-    url = path.format(**objects, report="ledger", institution_id=objects["institution"])
+    url = path.format(
+        **objects, report="ledger", institution_id=objects["institution"], name="target"
+    )
     headers = {} if token is None else {"Authorization": f"Bearer {token}"}
     kwargs: dict[str, Any] = {}
     params: dict[str, str] = {}
@@ -176,6 +187,16 @@ def _request(
         kwargs["json"] = {"responsible_person": "王工"}
     elif url == "/api/v1/session" and method == "POST":
         kwargs["json"] = {"username": LOGIN_NAMES[role], "password": PASSWORD}
+    elif url == "/api/v1/users" and method == "POST":
+        kwargs["json"] = {
+            "name": "newcomer",
+            "display_name": "新同事",
+            "role": "institution",
+            "institutions": [objects["institution"]],
+            "password": "a newcomer's long passphrase",
+        }
+    elif url == "/api/v1/users/target/password":
+        kwargs["json"] = {"password": "the target's new passphrase"}
     elif url == "/api/v1/session/password":
         kwargs["json"] = {"old": PASSWORD, "new": "another long passphrase"}
     elif method == "POST":
