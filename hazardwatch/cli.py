@@ -39,11 +39,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the service with embedded defaults plus a simulated fleet."""
-    from hazardwatch.demo import run_demo
-    from simulators.cli import export_fleet
+    from hazardwatch.demo import demo_fleet, run_demo
+    from simulators.registry import write_registry
 
     if args.export_registry is not None:
-        return export_fleet(args)
+        spec = demo_fleet(args)
+        write_registry(spec, args.export_registry)
+        print(
+            f"demo: wrote {len(spec.institutions)} institutions and {len(spec.devices)} devices "
+            f"to {args.export_registry}"
+        )
+        return 0
     return asyncio.run(run_demo(_settings(args), args))
 
 
@@ -373,6 +379,55 @@ def _add_user_verbs(verbs: Any, common: argparse.ArgumentParser) -> None:
     ).set_defaults(func=cmd_admin_token_revoke)
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number from 1 to 65535")
+    return port
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 86400 * 365:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
+def _add_demo_options(demo: argparse.ArgumentParser) -> None:
+    """The demo's own options: its address and its story."""
+    from simulators.district import DEFAULT_DEVICES, DEFAULT_INSTITUTIONS
+    from simulators.story import DEFAULT_INTERVAL_S
+
+    add = demo.add_argument
+    add("--host", help="address of the HTTP API and console (default: HAZARDWATCH_API_HOST)")
+    add(
+        "--port",
+        type=_port,
+        help="port of the HTTP API and console (default: HAZARDWATCH_API_PORT)",
+    )
+    add("--no-story", action="store_true", help="no scenarios: only the fleet's own traffic")
+    add("--story-interval", type=_positive, default=DEFAULT_INTERVAL_S, metavar="SECONDS",
+        help="a round of scenarios every this many story seconds (default %(default)g)",
+    )  # fmt: skip
+    add("--story-speed", type=_positive, default=1.0, metavar="FACTOR",
+        help="the story runs this many times faster: waits and intervals divided (default 1)",
+    )  # fmt: skip
+    add("--offline-ticket-after", type=_positive, default=60.0, metavar="SECONDS",
+        help="in the demo's ticket policy, an offline detector's ticket opens after this "
+        "(production: 30 minutes; default %(default)g)")  # fmt: skip
+    # The district (a dozen institutions, a few hundred detectors) and a little bad input,
+    # to show dead letters.
+    demo.set_defaults(
+        institutions=DEFAULT_INSTITUTIONS, devices=DEFAULT_DEVICES, rate=10.0, malformed=0.01
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every verb with its options."""
     common = argparse.ArgumentParser(add_help=False)
@@ -402,8 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     from simulators.cli import add_arguments
 
     add_arguments(demo, standalone=False)
-    # A livelier fleet than `simulate`'s defaults, with a little bad input to show dead letters.
-    demo.set_defaults(institutions=5, devices=40, rate=10.0, malformed=0.01)
+    _add_demo_options(demo)
     add_arguments(verb("simulate", cmd_simulate, "simulate detectors against a broker"))
     registry = verbs.add_parser("registry", help="institutions and devices")
     registry_verbs = registry.add_subparsers(dest="registry_verb", required=True)
