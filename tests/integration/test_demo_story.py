@@ -24,11 +24,16 @@ FLEET = ["--institutions", "6", "--devices", "72", "--rate", "20", "--malformed"
 
 
 @pytest.fixture
-def demo(tmp_path: Path) -> Iterator[ServiceProcess]:
+def broker_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def demo(tmp_path: Path, broker_port: int) -> Iterator[ServiceProcess]:
     service = ServiceProcess(tmp_path, {})
     for name in ("HAZARDWATCH_MQTT_URL", "HAZARDWATCH_INFLUX_URL"):
         service.env.pop(name, None)  # the embedded defaults are what the demo runs on
-    broker = ["--embedded-broker-port", str(free_port())]
+    broker = ["--embedded-broker-port", str(broker_port)]
     yield service.start("demo", *FLEET, *STORY, *broker)
     service.close()
 
@@ -45,7 +50,9 @@ def _logins(log: str) -> dict[str, str]:
     return dict(re.findall(r"^ {4}(\w+) +([a-z2-9]{4}-[a-z2-9]{4}-[a-z2-9]{4}) ", log, re.M))
 
 
-def test_the_story_raises_every_alert_and_opens_the_tickets(demo: ServiceProcess) -> None:
+def test_the_story_raises_every_alert_and_opens_the_tickets(
+    demo: ServiceProcess, broker_port: int
+) -> None:
     stream = StreamReader(demo, last_event_id=0)  # from the first event on
     try:
         fire = stream.wait_for(change("raised", "fire_confirmed"), "fire_confirmed", 30)
@@ -75,9 +82,35 @@ def test_the_story_raises_every_alert_and_opens_the_tickets(demo: ServiceProcess
         stream.wait_for(_ticket_opened("device_fault"), "a device_fault ticket", kind="ticket")
         ticket = stream.wait_for(_ticket_opened("device_offline"), "-", kind="ticket")
         assert ticket["alert_id"] == offline["alert"]["id"]
+        _simulate_plays_a_scenario_against_it(demo, stream, broker_port)
     finally:
         stream.close()
     _the_demo_users_log_in(demo, home=fire["alert"]["institution"])
+
+
+def _simulate_plays_a_scenario_against_it(
+    demo: ServiceProcess, stream: StreamReader, broker_port: int
+) -> None:
+    """`hazardwatch simulate --scenario` against the running service, with devices of its own."""
+    play = ["--scenario", "fault", "--speed", "100", "--broker", f"mqtt://127.0.0.1:{broker_port}"]
+    done = subprocess.run(
+        [sys.executable, "-m", "hazardwatch", "simulate", *play],
+        env=demo.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0 and "simulate: sent" in done.stdout, done.stdout + done.stderr
+    assert "设备故障 fault" in done.stdout
+    fault = stream.wait_for(
+        lambda b: b["alert"]["device"].endswith("-sim") and b["action"] == "raised", "its fault"
+    )
+    assert fault["alert"]["kind"] == "device_fault"
+    stream.wait_for(
+        lambda b: b["alert"]["id"] == fault["alert"]["id"] and b["action"] == "cleared",
+        "its fault to clear",
+    )
 
 
 def _the_demo_users_log_in(demo: ServiceProcess, home: str) -> None:
