@@ -14,6 +14,7 @@ from typing import Any
 from core.errors import HazardwatchError
 from core.logs import setup_logging
 from core.settings import EMBEDDED_BROKER_PORT, Settings, load_settings
+from hazardwatch.demo_options import add_demo_options
 
 log = logging.getLogger("hazardwatch")
 
@@ -379,55 +380,6 @@ def _add_user_verbs(verbs: Any, common: argparse.ArgumentParser) -> None:
     ).set_defaults(func=cmd_admin_token_revoke)
 
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = 0
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number from 1 to 65535")
-    return port
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < 86400 * 365:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
-    return value
-
-
-def _add_demo_options(demo: argparse.ArgumentParser) -> None:
-    """The demo's own options: its address and its story."""
-    from simulators.district import DEFAULT_DEVICES, DEFAULT_INSTITUTIONS
-    from simulators.story import DEFAULT_INTERVAL_S
-
-    add = demo.add_argument
-    add("--host", help="address of the HTTP API and console (default: HAZARDWATCH_API_HOST)")
-    add(
-        "--port",
-        type=_port,
-        help="port of the HTTP API and console (default: HAZARDWATCH_API_PORT)",
-    )
-    add("--no-story", action="store_true", help="no scenarios: only the fleet's own traffic")
-    add("--story-interval", type=_positive, default=DEFAULT_INTERVAL_S, metavar="SECONDS",
-        help="a round of scenarios every this many story seconds (default %(default)g)",
-    )  # fmt: skip
-    add("--story-speed", type=_positive, default=1.0, metavar="FACTOR",
-        help="the story runs this many times faster: waits and intervals divided (default 1)",
-    )  # fmt: skip
-    add("--offline-ticket-after", type=_positive, default=60.0, metavar="SECONDS",
-        help="in the demo's ticket policy, an offline detector's ticket opens after this "
-        "(production: 30 minutes; default %(default)g)")  # fmt: skip
-    # The district (a dozen institutions, a few hundred detectors) and a little bad input,
-    # to show dead letters.
-    demo.set_defaults(
-        institutions=DEFAULT_INSTITUTIONS, devices=DEFAULT_DEVICES, rate=10.0, malformed=0.01
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Every verb with its options."""
     common = argparse.ArgumentParser(add_help=False)
@@ -444,7 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     run_verb = verb("run", cmd_run, "run the whole service")
-    demo = verb("demo", cmd_demo, "run the service with embedded defaults and a simulated fleet")
+    demo = verb(
+        "demo",
+        cmd_demo,
+        "run the service with embedded defaults, a simulated district and its story",
+    )
     for sub in (run_verb, demo):
         sub.add_argument(
             "--embedded-broker-port",
@@ -457,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     from simulators.cli import add_arguments
 
     add_arguments(demo, standalone=False)
-    _add_demo_options(demo)
+    add_demo_options(demo)
     add_arguments(verb("simulate", cmd_simulate, "simulate detectors against a broker"))
     registry = verbs.add_parser("registry", help="institutions and devices")
     registry_verbs = registry.add_subparsers(dest="registry_verb", required=True)
