@@ -14,6 +14,7 @@ from typing import Any
 from core.errors import HazardwatchError
 from core.logs import setup_logging
 from core.settings import EMBEDDED_BROKER_PORT, Settings, load_settings
+from hazardwatch.demo_options import add_demo_options
 
 log = logging.getLogger("hazardwatch")
 
@@ -39,11 +40,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the service with embedded defaults plus a simulated fleet."""
-    from hazardwatch.demo import run_demo
-    from simulators.cli import export_fleet
+    from hazardwatch.demo import demo_fleet, run_demo
+    from simulators.registry import write_registry
 
     if args.export_registry is not None:
-        return export_fleet(args)
+        spec = demo_fleet(args)
+        write_registry(spec, args.export_registry)
+        print(
+            f"demo: wrote {len(spec.institutions)} institutions and {len(spec.devices)} devices "
+            f"to {args.export_registry}"
+        )
+        return 0
     return asyncio.run(run_demo(_settings(args), args))
 
 
@@ -389,7 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     run_verb = verb("run", cmd_run, "run the whole service")
-    demo = verb("demo", cmd_demo, "run the service with embedded defaults and a simulated fleet")
+    demo = verb(
+        "demo",
+        cmd_demo,
+        "run the service with embedded defaults, a simulated district and its story",
+    )
     for sub in (run_verb, demo):
         sub.add_argument(
             "--embedded-broker-port",
@@ -402,8 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     from simulators.cli import add_arguments
 
     add_arguments(demo, standalone=False)
-    # A livelier fleet than `simulate`'s defaults, with a little bad input to show dead letters.
-    demo.set_defaults(institutions=5, devices=40, rate=10.0, malformed=0.01)
+    add_demo_options(demo)
     add_arguments(verb("simulate", cmd_simulate, "simulate detectors against a broker"))
     registry = verbs.add_parser("registry", help="institutions and devices")
     registry_verbs = registry.add_subparsers(dest="registry_verb", required=True)

@@ -19,6 +19,7 @@ import gc
 import logging
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,7 @@ from core.health import Health
 from core.settings import EMBEDDED_BROKER_PORT, MqttEndpoint, Settings
 from hazardwatch.metrics import HealthCollector
 from hazardwatch.parts import Parts
+from hazardwatch.ports import API_HINT, BROKER_HINT, bind, check_free
 from hazardwatch.supervisor import Supervisor
 from ingest.embedded_broker import EmbeddedBroker
 from ingest.stage import CLIENT_ID
@@ -50,6 +52,7 @@ SWITCH_INTERVAL_S = 0.0005
 GC_THRESHOLDS = (20_000, 50, 50)
 WORKER_THREADS = 64
 HTTP_GRACE_S = 6
+BROKER_HOST = "127.0.0.1"  # the embedded broker serves this machine only
 DRAIN_S = 3.0  # at shutdown, how long the consumers get to catch up with the log
 Companion = Callable[["Service"], Coroutine[Any, Any, None]]
 
@@ -103,7 +106,10 @@ class Service:
         """Start the embedded broker if needed, then build and recover every stage."""
         endpoint = self.settings.mqtt
         if endpoint is None:
-            self.broker = EmbeddedBroker(port=self.embedded_broker_port)
+            # amqtt would log a traceback of its own for a taken port: say it in one line first.
+            port = self.embedded_broker_port
+            check_free(BROKER_HOST, port, what="embedded MQTT broker", hint=BROKER_HINT)
+            self.broker = EmbeddedBroker(host=BROKER_HOST, port=port)
             await self.broker.start()
             endpoint = self.broker.endpoint
         self.parts = await asyncio.to_thread(self._build, endpoint)
@@ -191,8 +197,14 @@ async def run(
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    parts = await service.start()
     settings = service.settings
+    # Taken before anything starts, so that a taken port is one line, not a traceback later.
+    api_socket = bind(settings.api_host, settings.api_port, what="HTTP API", hint=API_HINT)
+    try:
+        parts = await service.start()
+    except BaseException:
+        api_socket.close()
+        raise
     context = service.api_context()
     api = settings.api
     server = _Server(
@@ -217,7 +229,7 @@ async def run(
     for spec in parts.tasks(service.health):
         supervisor.add(spec.name, spec.body, fatal=spec.fatal, **spec.options())
     served = asyncio.Event()
-    supervisor.add("http-api", lambda _c: _serve(server, served))
+    supervisor.add("http-api", lambda _c: _serve(server, served, api_socket))
     if companion is not None:
         supervisor.add("companion", lambda _c: companion(service))
     parts.ingest.metrics.registry.register(HealthCollector(service.health))
@@ -236,10 +248,10 @@ async def run(
         log.info("stopped")
 
 
-async def _serve(server: _Server, served: asyncio.Event) -> None:
+async def _serve(server: _Server, served: asyncio.Event, sock: socket.socket) -> None:
     """Serve until asked to stop (then the open streams end, within uvicorn's grace)."""
     try:
-        await server.serve()
+        await server.serve(sockets=[sock])
     finally:
         served.set()
 

@@ -9,14 +9,18 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from core.errors import ConfigError
+from simulators.district import district_fleet_spec
 from simulators.fleet import Simulation
 from simulators.mqtt import BrokerURL
 from simulators.payloads import DEFAULT_PREFIX
 from simulators.plan import SimOptions
 from simulators.registry import build_fleet_spec, heartbeat_for, write_registry
+from simulators.scenarios import SCENARIOS
+from simulators.story import play_scenario, scenario_fleet
 from simulators.workers import run_workers
 
 
@@ -94,12 +98,48 @@ def add_arguments(parser: argparse.ArgumentParser, *, standalone: bool = True) -
         )  # fmt: skip
     add("--export-registry", type=Path, metavar="FILE",
         help="write the fleet as a YAML registry file and exit")  # fmt: skip
+    if standalone:
+        _scenario_arguments(parser)
+
+
+def _scenario_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--scenario", choices=sorted(SCENARIOS), metavar="NAME",
+        help="play one named scenario (see --list) with devices of its own, then stop")  # fmt: skip
+    add("--list", action="store_true", help="name and describe the scenarios, and exit")
+    add("--speed", type=_positive_float, default=1.0, metavar="FACTOR",
+        help="play the scenario this many times faster (default 1)")  # fmt: skip
+    add("--username", metavar="NAME", help="MQTT user name (instead of the one in the URL)")
+    add("--password-stdin", action="store_true",
+        help="read the MQTT password from the first line of stdin")  # fmt: skip
+
+
+def list_scenarios() -> str:
+    """Every scenario: name, titles, what happens, in Chinese and English."""
+    lines = []
+    for scenario in SCENARIOS.values():
+        kinds = ", ".join(scenario.raises)
+        lines += [
+            f"{scenario.name:<12} {scenario.title_zh} / {scenario.title_en}   [{kinds}]",
+            f"{'':<12} {scenario.about_zh}",
+            f"{'':<12} {scenario.about_en}",
+        ]
+    return "\n".join(lines)
+
+
+def _broker(args: argparse.Namespace) -> BrokerURL:
+    broker = BrokerURL.parse(args.broker)
+    if getattr(args, "username", None):
+        broker = replace(broker, username=args.username)
+    if getattr(args, "password_stdin", False):
+        broker = replace(broker, password=sys.stdin.readline().rstrip("\r\n"))
+    return broker
 
 
 def options_from_args(args: argparse.Namespace) -> SimOptions:
     """Validated options; raises ConfigError for a bad broker URL."""
     return SimOptions(
-        broker=BrokerURL.parse(args.broker),
+        broker=_broker(args),
         institutions=args.institutions,
         devices=args.devices,
         rate=args.rate,
@@ -141,15 +181,42 @@ def export_fleet(args: argparse.Namespace) -> int:
     return 0
 
 
+async def play(args: argparse.Namespace, options: SimOptions) -> int:
+    """Play the scenario of `--scenario` against the broker; 0 when done, 2 if unreachable."""
+    scenario = SCENARIOS[args.scenario]
+    spec = scenario_fleet(district_fleet_spec(seed=args.seed), scenario)
+    try:
+        stats = await play_scenario(options, scenario, spec, speed=args.speed)
+    except ConnectionError as exc:
+        print(f"simulate: {exc}", file=sys.stderr)
+        return 2
+    print(stats.summary())
+    return 0
+
+
+def _export_scenario(args: argparse.Namespace) -> int:
+    spec = scenario_fleet(district_fleet_spec(seed=args.seed), SCENARIOS[args.scenario])
+    write_registry(spec, args.export_registry)
+    print(f"simulate: wrote the {args.scenario} scenario's devices to {args.export_registry}")
+    return 0
+
+
 async def run(args: argparse.Namespace) -> int:
     """Run the simulators (or export the registry); 0 on success, 2 on bad options."""
+    scenario = getattr(args, "scenario", None)
+    if getattr(args, "list", False):
+        print(list_scenarios())
+        return 0
     try:
         if args.export_registry is not None:
-            return await asyncio.to_thread(export_fleet, args)
+            export = _export_scenario if scenario else export_fleet
+            return await asyncio.to_thread(export, args)
         options = options_from_args(args)
     except (ConfigError, ValueError, OSError) as exc:
         print(f"simulate: {exc}", file=sys.stderr)
         return 2
+    if scenario is not None:
+        return await play(args, options)
     stop = asyncio.Event()
     shares = options.shares()
     with _stop_on_signals(stop):

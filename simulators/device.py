@@ -195,12 +195,12 @@ class SimDevice:
             name: round(walk.next(rng), 3) for name, walk in self._sensors.items()
         }
         alarm = self.alarm_field is not None
-        if override:
-            alarm = self._apply(override, readings, alarm)
         readings["temperature_c"] = round(self._temperature.next(rng), 1)
         if self.battery is not None:
             readings["battery_pct"] = max(1, round(self.battery))
         readings["rssi_dbm"] = round(self._rssi.next(rng))
+        if override:
+            alarm = self._apply(override, readings, alarm)
         body = telemetry_payload(
             ts=self._stamp(now_ms),
             seq=self._take_seq(),
@@ -218,6 +218,8 @@ class SimDevice:
         for name, value in override.items():
             if name == "alarm":
                 alarm = bool(value)
+            elif isinstance(value, float) and name not in self._sensors:
+                readings[name] = value  # the battery: its level is kept elsewhere
             elif isinstance(value, float):
                 readings[name] = self._sensors[name].value = value
         return alarm
@@ -318,6 +320,20 @@ class SimDevice:
     def clear_fault(self, code: FaultCode) -> None:
         """Clear an active fault with a `fault_clear` event."""
         self._clear_fault(code)
+        self._notify()
+
+    def set_battery(self, to_pct: float) -> None:
+        """The battery reads `to_pct` (drained, or replaced): a reading with it and, at or below
+        20 %, a `battery_low` event."""
+        if self.battery is None:
+            raise ValueError(f"device {self.id} ({self.kind.value}) is mains powered")
+        if not 0.0 < to_pct <= 100.0:
+            raise ValueError("to_pct must be above 0 and at most 100")
+        self.battery = to_pct
+        self._battery_low_sent = to_pct <= BATTERY_LOW_PCT
+        self._queue_telemetry({"battery_pct": to_pct})
+        if self._battery_low_sent:
+            self._queue_event(EventType.BATTERY_LOW, detail=f"battery {to_pct:.0f}%")
         self._notify()
 
     def press_test(self) -> None:

@@ -183,6 +183,11 @@ class Simulation:
                 await self._shutdown()
         return self.stats
 
+    @property
+    def connected(self) -> bool:
+        """True once every connection is up."""
+        return bool(self.connections) and all(c.connected for c in self.connections)
+
     def power_off(self, device_id: str) -> None:
         """The device dies: it falls silent and goes `offline` (by its last will if it has one)."""
         index = self.fleet.index_of(device_id)
@@ -210,8 +215,9 @@ class Simulation:
         if shared is None:
             for device in devices:
                 will = Will(device.status_offline().topic, device.status_offline().payload)
+                client_id = f"{opts.client_prefix}{device.id}"
                 self.connections.append(
-                    Connection(opts.broker, device.id, will=will, window=opts.window)
+                    Connection(opts.broker, client_id, will=will, window=opts.window)
                 )
             self._route = list(range(len(devices)))
         else:
@@ -318,7 +324,7 @@ class Simulation:
 
     async def _shutdown(self) -> None:
         qos = self.options.qos
-        for index, device in enumerate(self.fleet.devices):
+        for index, device in enumerate(self.fleet.devices if self.options.farewell else ()):
             if self.connections[self._route[index]].publish(device.status_offline(), qos):
                 self.stats.sent[Channel.STATUS] += 1
         drained = await asyncio.gather(*(c.drain(_DRAIN_S) for c in self.connections))

@@ -42,6 +42,8 @@ class SimOptions:
     window: int = 1000  # unacknowledged messages per connection before publishing waits
     processes: int | None = None  # None: from the rate and the connections
     share: tuple[int, int] = (0, 1)  # (i, n): this process runs devices i, i+n, i+2n, …
+    farewell: bool = True  # at the end, every device says `offline` (a scenario's do not)
+    client_prefix: str = ""  # before a device id in its own connection's client id
 
     @property
     def own_rate(self) -> float:

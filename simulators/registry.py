@@ -187,9 +187,11 @@ def _place(rng: random.Random, kind: DeviceKind, slot: int) -> tuple[str, int, s
     return building, floor, f"{floor}{slot % _ROOMS_PER_FLOOR + 1:02d}"
 
 
-def _devices_of(
+def devices_of(
     rng: random.Random, institution: str, count: int, heartbeat_s: int
 ) -> list[DeviceSpec]:
+    """`count` detectors of one institution: residential floors first, gas and CO in service
+    rooms."""
     width = max(3, len(str(count)))
     numbers = dict.fromkeys(DeviceKind, 0)
     devices = []
@@ -218,7 +220,7 @@ def build_fleet_spec(
     share, extra = divmod(devices, institutions)
     devs: list[DeviceSpec] = []
     for index, inst in enumerate(insts):
-        devs += _devices_of(rng, inst.id, share + (index < extra), heartbeat_s)
+        devs += devices_of(rng, inst.id, share + (index < extra), heartbeat_s)
     return FleetSpec(insts, tuple(devs))
 
 

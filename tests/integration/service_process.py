@@ -73,12 +73,12 @@ class ServiceProcess:
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
-    def start(self) -> ServiceProcess:
-        """Start `hazardwatch run` and wait until /readyz answers 200."""
+    def start(self, *verb: str) -> ServiceProcess:
+        """Start `hazardwatch run` (or the verb and options given, e.g. `demo …`) and wait
+        until /readyz answers 200."""
+        command = [sys.executable, "-m", "hazardwatch", *(verb or ("run",))]
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "hazardwatch", "run"], env=self.env, stdout=log, stderr=log
-            )
+            self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
         wait_until(self.ready, timeout=60, what="the service to be ready")
         return self
 

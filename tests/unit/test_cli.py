@@ -3,20 +3,65 @@
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from core.alerting import AlertKind
+from core.settings import Settings
 from hazardwatch.cli import build_parser, main
+from hazardwatch.demo import demo_settings
+from simulators.district import DEFAULT_DEVICES, DEFAULT_INSTITUTIONS
+from tickets.policy import load_policy
 
 
 def test_demo_help_shows_the_demos_own_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["demo", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "institutions (default 5)" in text
-    assert "devices in total (default 40)" in text
+    assert f"institutions (default {DEFAULT_INSTITUTIONS})" in text
+    assert f"devices in total (default {DEFAULT_DEVICES})" in text
     assert "--broker" not in text and "--prefix" not in text and "--processes" not in text
+    assert "--scenario" not in text  # the demo plays them all, as its story
+    for option in ("--port", "--host", "--story-speed", "--offline-ticket-after", "--no-story"):
+        assert option in text
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--port", "0"),
+        ("--port", "http"),
+        ("--story-speed", "-1"),
+        ("--story-interval", "x"),
+        ("--host", " "),
+    ],
+)
+def test_demo_refuses_bad_ports_and_times(
+    option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", option, value])
+    error = capsys.readouterr().err
+    assert f"argument {option}: " in error
+    assert f"{value!r} is not a" in error or "the address is empty" in error
+
+
+def test_demo_takes_host_and_port_and_writes_its_own_ticket_policy(tmp_path: Path) -> None:
+    args = build_parser().parse_args(
+        ["demo", "--host", "0.0.0.0", "--port", "9090", "--offline-ticket-after", "45"]
+    )
+    settings = demo_settings(Settings(data_dir=tmp_path), args)
+    assert (settings.api_host, settings.api_port) == ("0.0.0.0", 9090)
+    assert settings.console_url == "http://0.0.0.0:9090"
+    assert settings.tickets.policy is not None
+    demo = load_policy(settings.tickets.policy)
+    shipped = load_policy()
+    assert demo.rules[AlertKind.DEVICE_OFFLINE].delay == timedelta(seconds=45)
+    assert shipped.rules[AlertKind.DEVICE_OFFLINE].delay > timedelta(minutes=2)  # unchanged
+    rest = {k: r for k, r in demo.rules.items() if k is not AlertKind.DEVICE_OFFLINE}
+    assert rest == {k: r for k, r in shipped.rules.items() if k is not AlertKind.DEVICE_OFFLINE}
 
 
 def test_demo_refuses_options_it_would_ignore() -> None:
