@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from alerts.stage import AlertStage
 from api.deps import (
@@ -38,6 +38,7 @@ def _stage(context: ContextDep) -> AlertStage:
 def list_alerts(
     context: ContextDep,
     user: CurrentUser,
+    response: Response,
     state: Annotated[
         list[str] | None,
         Query(description="active, acknowledged, cleared, resolved, or open (all but resolved)"),
@@ -48,7 +49,9 @@ def list_alerts(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0,
 ) -> list[Alert]:
-    """Alerts, newest first."""
+    """Alerts, newest first. The `X-Event-Position` header: the event log's position up to
+    which every change is in this answer — a board that follows the stream from there
+    (`GET /api/v1/stream?last_event_id=`) misses nothing between the two."""
     states: list[str] = []
     for value in state or []:
         for part in value.split(","):
@@ -58,7 +61,10 @@ def list_alerts(
                 states.append(part)
             elif part:
                 raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"no state {part!r}")
-    found = _stage(context).store.search(
+    stage = _stage(context)
+    # Read before the query: the answer holds at least every change up to here.
+    response.headers["X-Event-Position"] = str(stage.projection.position)
+    found = stage.store.search(
         states=states,
         institutions=narrow([institution] if institution else None, scope(context, user)),
         kind=kind.value if kind else None,

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends, Header, HTTPException, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from api.deps import ContextDep, CurrentCaller, CurrentUser, scope, still_valid
@@ -51,6 +51,15 @@ async def stream(
     events: Annotated[EventLog, Depends(_may_open)],
     caller: CurrentCaller,
     last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[
+        str | None,
+        Query(
+            alias="last_event_id",
+            max_length=19,
+            description="where to begin when no Last-Event-ID header is sent (a browser's "
+            "first EventSource cannot send one): the X-Event-Position of GET /api/v1/alerts",
+        ),
+    ] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Events `alert` ({action, at, actor, note, alert}) and `ticket` ({action, at, actor,
     note, ticket, alert_id, …}); the id of each is its position in the event log. A stream
@@ -60,7 +69,7 @@ async def stream(
     settings; more: 429). A browser's EventSource sends the session cookie."""
     visible = await asyncio.to_thread(scope, context, user)
     mine = None if visible is None else frozenset(visible)
-    start, reset = _start(events, last_event_id)
+    start, reset = _start(events, last_event_id or after)
     cursor = events.cursor(start)
     context.streams.take(user.name)
     keep = context.accounts is not None and context.accounts.settings.stream_keeps_session

@@ -6,17 +6,19 @@ systems read them: the live stream, the API, retained MQTT messages, InfluxDB an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
 from typing import Any
 
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.integration.mqtt_tools import wait_until
-from tests.integration.service_process import change, ticket_of
+from tests.integration.service_process import TOKEN, change, ticket_of
 from tests.integration.sites import TOPIC, Site
 from tests.integration.webhooks import WebhookReceiver
 from tests.servers import InfluxDB1, Postgres
@@ -341,3 +343,37 @@ def test_an_unacknowledged_critical_alert_escalates_until_acknowledged(
         assert body["msgtype"] == "text"
         assert "阳光养老院" in body["text"]["content"]
         assert body["text"]["mentioned_mobile_list"] == ["13800000001"]
+
+
+def test_a_board_that_loads_then_follows_misses_nothing_raised_between(
+    site_factory: Any,
+) -> None:
+    # The console loads the open alarms, then opens its stream: what is raised between the two
+    # must reach it. The list says up to where it holds (X-Event-Position); the stream begins
+    # there (`?last_event_id=`, for a browser's first EventSource, which sends no header).
+    site: Site = site_factory()
+    answer = site.service.api("GET", "/api/v1/alerts", params={"state": "open"})
+    assert answer.json() == []
+    position = answer.headers["X-Event-Position"]
+    assert position.isdigit()
+    site.send("smoke-1", "event", {"type": "alarm", "source": "smoke"})
+    site.stream.wait_for(change("raised", "smoke_alarm", "smoke-1"), "the alarm")
+
+    def first_events(query: str) -> str:
+        """What a stream opened with `query` sends in its first two seconds."""
+        seen = ""
+        with (
+            httpx.stream(
+                "GET",
+                f"{site.service.base}/api/v1/stream{query}",
+                headers={"Authorization": f"Bearer {TOKEN}"},
+                timeout=httpx.Timeout(5, read=2),
+            ) as stream,
+            contextlib.suppress(httpx.ReadTimeout),
+        ):
+            for text in stream.iter_text():
+                seen += text
+        return seen
+
+    assert '"smoke_alarm"' in first_events(f"?last_event_id={position}")
+    assert '"smoke_alarm"' not in first_events("")

@@ -43,7 +43,7 @@ from tests.integration.sites import Site
 from tests.servers import Postgres
 
 # Examples per operation in the fuzzing phase (the coverage phase adds its own, ~400 each).
-EXAMPLES = int(os.environ.get("HAZARDWATCH_FUZZ_EXAMPLES", "5"))
+EXAMPLES = int(os.environ.get("HAZARDWATCH_FUZZ_EXAMPLES", "3"))
 # What refusing invalid input means: a 4xx with its reason (never a 2xx, never a 5xx).
 REFUSED = ["400", "401", "403", "404", "405", "409", "413", "415", "422", "429"]
 STREAM = "/api/v1/stream"

@@ -293,10 +293,26 @@ function apply(alert) {
   fetchMissing(alert);
 }
 
+/** The open alarms, and the event log's position up to which they hold every change (the
+ * stream is followed from there: nothing raised meanwhile is missed). */
+async function openAlarms() {
+  const answer = await fetch("/api/v1/alerts?state=open&limit=1000", {
+    credentials: "same-origin", headers: { Accept: "application/json" } });
+  if (answer.status === 401) {
+    toLogin();
+    throw new ApiError(401, t("session.expired"));
+  }
+  if (!answer.ok) throw new ApiError(answer.status, `HTTP ${answer.status}`);
+  position = answer.headers.get("X-Event-Position");
+  return answer.json();
+}
+
+let position = null; // of the first load: where the first stream begins
+
 async function load() {
   loaded = false; // changes that come meanwhile wait in `early`, then go over the snapshot
   const [found, homes, fleet] = await Promise.all([
-    api("GET", "/api/v1/alerts?state=open&limit=1000"),
+    openAlarms(),
     api("GET", "/api/v1/institutions"),
     api("GET", "/api/v1/devices"),
   ]);
@@ -333,7 +349,10 @@ function onAlert(message) {
 
 function connect() {
   connection("connecting");
-  stream = new EventSource("/api/v1/stream", { withCredentials: true });
+  // Its first connection begins where the loaded board ends; a reconnection, where the
+  // browser's last event was (it sends Last-Event-ID).
+  const from = /^[0-9]{1,19}$/.test(position ?? "") ? `?last_event_id=${position}` : "";
+  stream = new EventSource(`/api/v1/stream${from}`, { withCredentials: true });
   stream.addEventListener("open", () => {
     // Back after a break: read the board anew. Last-Event-ID resumes the stream, but a board
     // that had received no event yet has none to send, and what changed meanwhile must show.
@@ -416,6 +435,6 @@ function failed(error) {
     if (!(error instanceof ApiError)) toLogin();
     return;
   }
-  connect();
   await load().catch(failed);
+  connect();
 })();
