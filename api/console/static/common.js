@@ -41,6 +41,12 @@ export async function api(method, path, body) {
     method, headers, credentials: "same-origin",
     body: body === undefined ? undefined : JSON.stringify(body),
   });
+  return answered(answer);
+}
+
+/** The JSON of an answer; a 401 sends the person to the login page, another refusal is an
+ * ApiError with the API's reason. */
+async function answered(answer) {
   if (answer.status === 401) {
     toLogin();
     throw new ApiError(401, t("session.expired"));
@@ -103,19 +109,7 @@ export async function upload(path, form) {
     method: "POST", credentials: "same-origin", body: form,
     headers: csrf ? { "X-CSRF-Token": csrf, Accept: "application/json" } : { Accept: "application/json" },
   });
-  if (answer.status === 401) {
-    toLogin();
-    throw new ApiError(401, t("session.expired"));
-  }
-  if (!answer.ok) {
-    let reason = `HTTP ${answer.status}`;
-    try {
-      const detail = (await answer.json()).detail;
-      reason = typeof detail === "string" ? detail : JSON.stringify(detail);
-    } catch { /* not JSON */ }
-    throw new ApiError(answer.status, reason);
-  }
-  return answer.json();
+  return answered(answer);
 }
 
 /** A photo made smaller (longest side `most` px, JPEG) before it goes over a phone's network;
